@@ -1,4 +1,17 @@
 //! `packager` builds the prebuilt runtime binaries that Heroku-style buildpacks download.
 //!
 //! The pipeline is recipe → plan → fetch → stack → build → package → test → publish; each step
-//! is a module named for it. Library modules never print: they report through [`report::Reporter`].
+//! is a module named for it. Docker, HTTP and S3 are each touched in one module only. Library
+//! modules never print: they report through [`report::Reporter`] and return errors that carry
+//! what failed and where; the binary renders them.
+
+pub mod cache;
+pub mod checksum;
+pub mod error;
+pub mod fetch;
+pub mod recipe;
+pub mod redact;
+pub mod report;
+pub mod version;
+
+pub use error::Error;

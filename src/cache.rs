@@ -1,0 +1,194 @@
+//! The download cache on the host.
+//!
+//! Layout (one bucket per kind of data, versioned where the format may change):
+//! - `CACHEDIR.TAG` — so backup tools skip the cache;
+//! - `sources/<algo>-<hex>/<file name>` — content-addressed downloads, immutable once written;
+//!   each entry folder also holds `.lock` (an OS file lock taken while the entry is checked or
+//!   written) and, only while a download runs, `.tmp-*` files.
+//!
+//! Nothing here touches the network; [`crate::fetch`] fills entries.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::checksum::Checksum;
+
+/// The folder of source entries.
+pub const SOURCES: &str = "sources";
+/// The per-entry lock file.
+pub const LOCK_FILE: &str = ".lock";
+/// The prefix of temp files that downloads write before renaming into place.
+pub const TMP_PREFIX: &str = ".tmp-";
+
+const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
+# This file is a cache directory tag created by packager.\n\
+# For information about cache directory tags see https://bford.info/cachedir/\n";
+
+/// A cache rooted at a folder.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+/// A held lock on one cache entry; released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct EntryLock {
+    _file: File,
+    dir: PathBuf,
+}
+
+impl EntryLock {
+    /// The entry's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Cache {
+    /// A cache at `root` (created on first use).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Cache { root: root.into() }
+    }
+
+    /// The cache's root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates the root, the tag and the sources bucket if missing.
+    pub fn init(&self) -> io::Result<()> {
+        fs_err::create_dir_all(self.root.join(SOURCES))?;
+        let tag = self.root.join("CACHEDIR.TAG");
+        if !tag.exists() {
+            write_atomic(&tag, CACHEDIR_TAG.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// The folder of the entry for `checksum`.
+    pub fn entry_dir(&self, checksum: &Checksum) -> PathBuf {
+        self.root.join(SOURCES).join(checksum.key())
+    }
+
+    /// Takes the entry's lock, waiting for another process or task that holds it. Blocking:
+    /// call it from a blocking thread.
+    pub fn lock_entry(&self, checksum: &Checksum) -> io::Result<EntryLock> {
+        let dir = self.entry_dir(checksum);
+        fs_err::create_dir_all(&dir)?;
+        let path = dir.join(LOCK_FILE);
+        let file = fs_err::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?
+            .into_file();
+        file.lock()
+            .map_err(|e| io::Error::new(e.kind(), format!("locking {}: {e}", path.display())))?;
+        Ok(EntryLock { _file: file, dir })
+    }
+
+    /// The entry's file, if the entry has one. Call with the entry's lock held.
+    pub fn entry_file(&self, lock: &EntryLock) -> io::Result<Option<PathBuf>> {
+        for entry in fs_err::read_dir(lock.dir())? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !name.starts_with('.') && entry.file_type()?.is_file() {
+                return Ok(Some(entry.path()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes temp files left by killed downloads. Call with the entry's lock held: then no
+    /// live download can own them. Returns how many were removed.
+    pub fn remove_stale_temps(&self, lock: &EntryLock) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in fs_err::read_dir(lock.dir())? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                fs_err::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Writes a small file atomically: temp file in the same folder, fsync, rename.
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TMP_PREFIX)
+        .tempfile_in(dir)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("creating a temp file in {}: {e}", dir.display()),
+            )
+        })?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| {
+        io::Error::new(
+            e.error.kind(),
+            format!("renaming into {}: {}", path.display(), e.error),
+        )
+    })?;
+    Ok(())
+}
+
+/// Makes a file name safe to store: the characters URLs commonly use in tarball names are
+/// kept, anything else becomes `_`.
+pub fn safe_file_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._+-~".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if cleaned.is_empty() || cleaned.starts_with('.') {
+        format!("download{cleaned}")
+    } else {
+        cleaned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checksum::Algo;
+
+    #[test]
+    fn lock_is_exclusive_across_handles() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        cache.init().unwrap();
+        let sum = Checksum::new(Algo::Sha1, "d58403caec82af414507cefa58ce74bbb792985a").unwrap();
+        let held = cache.lock_entry(&sum).unwrap();
+        let second = File::options()
+            .write(true)
+            .open(held.dir().join(LOCK_FILE))
+            .unwrap();
+        assert!(
+            second.try_lock().is_err(),
+            "a second handle must not get the lock"
+        );
+        drop(held);
+        assert!(second.try_lock().is_ok(), "the lock is released on drop");
+        assert!(dir.path().join("CACHEDIR.TAG").is_file());
+    }
+
+    #[test]
+    fn file_names_are_made_safe() {
+        assert_eq!(safe_file_name("mono-3.2.8.tar.bz2"), "mono-3.2.8.tar.bz2");
+        assert_eq!(safe_file_name("a b%20c"), "a_b_20c");
+        assert_eq!(safe_file_name(".hidden"), "download.hidden");
+    }
+}

@@ -1,0 +1,150 @@
+//! Command-line interface: argument definitions and dispatch. This layer (and only this layer)
+//! writes to the terminal: data to stdout, logs and progress to stderr.
+
+mod commands;
+mod ui;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Builds the prebuilt runtime binaries that Heroku-style buildpacks download.
+#[derive(Debug, Parser)]
+#[command(name = "packager", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Folder of recipes (`<runtime>/runtime.toml`, `<runtime>/<version>.toml`)
+    #[arg(
+        long,
+        global = true,
+        env = "PACKAGER_RECIPES",
+        default_value = "recipes",
+        value_name = "DIR"
+    )]
+    pub recipes: PathBuf,
+    /// Download cache folder
+    #[arg(
+        long,
+        global = true,
+        env = "PACKAGER_CACHE",
+        default_value = "cache",
+        value_name = "DIR"
+    )]
+    pub cache: PathBuf,
+    /// Content-addressed mirror tried first, as {URL}/{algo}/{hex} (repeatable or comma-separated)
+    #[arg(
+        long = "mirror",
+        global = true,
+        env = "PACKAGER_MIRROR",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub mirrors: Vec<String>,
+    /// Show more (build output, debug logs); repeat for more
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Show only errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// When to use colours (NO_COLOR is honoured with `auto`)
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto, value_name = "WHEN")]
+    pub color: Color,
+}
+
+/// When to colour output.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Color {
+    /// When the output is a terminal and NO_COLOR is not set
+    Auto,
+    /// Always
+    Always,
+    /// Never
+    Never,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List runtimes and their versions, sorted by version
+    List {
+        /// Only this runtime
+        runtime: Option<String>,
+        /// Print JSON for machines
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the fully merged and templated recipe of one version (what a build will use)
+    Show {
+        /// The runtime
+        runtime: String,
+        /// The version
+        version: String,
+    },
+    /// Download sources and resources into the cache, verified by checksum
+    Fetch {
+        /// The runtime
+        runtime: String,
+        /// Versions or semver requirements (`3.2.8`, `^3.2`, `3.2.*`); none means every version
+        #[arg(value_name = "VERSION|REQ")]
+        selectors: Vec<String>,
+        /// Downloads at the same time
+        #[arg(short, long, default_value_t = 4)]
+        jobs: usize,
+    },
+    /// Print the sha256 of a URL or a file (to compare with an authoritative checksum)
+    Checksum {
+        /// An http(s) URL or a local file
+        #[arg(value_name = "URL|FILE")]
+        target: String,
+    },
+}
+
+/// Parses the command line, runs the command and turns the outcome into an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ui::setup(&cli.global);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            ui::error_line(&format!("cannot start the async runtime: {e}"));
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = commands::run(&cli) => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    match result {
+        Some(Ok(())) => ExitCode::SUCCESS,
+        Some(Err(e)) => {
+            ui::render_error(&e);
+            ExitCode::from(e.exit_code() as u8)
+        }
+        None => {
+            ui::error_line("interrupted");
+            ExitCode::from(130)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

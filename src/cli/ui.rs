@@ -1,0 +1,139 @@
+//! Terminal output: colours, error rendering, progress bars and the [`Reporter`] the library
+//! reports through.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anstyle::{AnsiColor, Style};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use packager::report::Reporter;
+
+use super::{Color, Global};
+
+const ERROR: Style = AnsiColor::Red.on_default().bold();
+const WARNING: Style = AnsiColor::Yellow.on_default().bold();
+const HINT: Style = AnsiColor::Cyan.on_default().bold();
+const DIM: Style = Style::new().dimmed();
+
+/// Sets colours and logging from the global options.
+pub fn setup(global: &Global) {
+    let choice = match global.color {
+        Color::Auto => anstream::ColorChoice::Auto,
+        Color::Always => anstream::ColorChoice::Always,
+        Color::Never => anstream::ColorChoice::Never,
+    };
+    choice.write_global();
+    let level = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PACKAGER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("packager={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(anstream::stderr().current_choice() != anstream::ColorChoice::Never)
+        .without_time()
+        .try_init();
+}
+
+/// Prints `error: message` on stderr.
+pub fn error_line(message: &str) {
+    let _ = writeln!(anstream::stderr(), "{ERROR}error{ERROR:#}: {message}");
+}
+
+/// Prints an error, its causes and its hint on stderr.
+pub fn render_error(e: &packager::Error) {
+    let mut err = anstream::stderr().lock();
+    let _ = writeln!(err, "{ERROR}error{ERROR:#}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let _ = writeln!(err, "{DIM}caused by{DIM:#}: {s}");
+        source = s.source();
+    }
+    if let Some(hint) = e.hint() {
+        let _ = writeln!(err, "{HINT}hint{HINT:#}: {hint}");
+    }
+}
+
+/// The CLI's reporter: progress bars on a terminal, plain lines otherwise, nothing under -q.
+pub struct Ui {
+    quiet: bool,
+    verbose: bool,
+    multi: MultiProgress,
+    bars: Mutex<HashMap<u64, ProgressBar>>,
+}
+
+impl Ui {
+    /// A reporter for these options.
+    pub fn new(global: &Global) -> Self {
+        let show_bars = !global.quiet && global.verbose == 0 && std::io::stderr().is_terminal();
+        let target = if show_bars {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        Ui {
+            quiet: global.quiet,
+            verbose: global.verbose > 0,
+            multi: MultiProgress::with_draw_target(target),
+            bars: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn line(&self, text: &str) {
+        self.multi.suspend(|| {
+            let _ = writeln!(anstream::stderr(), "{text}");
+        });
+    }
+}
+
+impl Reporter for Ui {
+    fn download_started(&self, id: u64, url: &str, total: Option<u64>) {
+        if self.verbose {
+            self.line(&format!("downloading {url}"));
+        }
+        let bar = match total {
+            Some(t) => ProgressBar::new(t),
+            None => ProgressBar::no_length(),
+        };
+        let style = ProgressStyle::with_template(
+            "{spinner} {wide_msg} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {eta:>4}",
+        )
+        .expect("valid template");
+        let bar = self
+            .multi
+            .add(bar.with_style(style).with_message(url.to_string()));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        self.bars.lock().expect("bars lock").insert(id, bar);
+    }
+
+    fn download_progress(&self, id: u64, bytes: u64) {
+        if let Some(bar) = self.bars.lock().expect("bars lock").get(&id) {
+            bar.inc(bytes);
+        }
+    }
+
+    fn download_finished(&self, id: u64) {
+        if let Some(bar) = self.bars.lock().expect("bars lock").remove(&id) {
+            bar.finish_and_clear();
+            self.multi.remove(&bar);
+        }
+    }
+
+    fn warn(&self, message: &str) {
+        if !self.quiet {
+            self.line(&format!("{WARNING}warning{WARNING:#}: {message}"));
+        }
+    }
+
+    fn info(&self, message: &str) {
+        if self.verbose {
+            self.line(message);
+        }
+    }
+}
