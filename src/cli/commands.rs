@@ -18,10 +18,14 @@ use super::{Cli, Command};
 
 fn out(text: &str) -> Result<(), Error> {
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{text}").map_err(|source| Error::Io {
-        path: "<stdout>".into(),
-        source,
-    })
+    match writeln!(stdout, "{text}") {
+        // A closed pipe (`packager list | head`) is the reader's choice, not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.map_err(|source| Error::Io {
+            path: "<stdout>".into(),
+            source,
+        }),
+    }
 }
 
 /// Runs the parsed command.

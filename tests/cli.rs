@@ -1,0 +1,30 @@
+//! `--help` output, snapshot-tested so that changes to the interface are seen in review.
+
+use std::process::Command;
+
+fn help(args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_packager"))
+        .args(args)
+        .env_clear()
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn help_snapshots() {
+    insta::assert_snapshot!("help", help(&["--help"]));
+    for sub in ["list", "show", "fetch", "checksum"] {
+        insta::assert_snapshot!(format!("help_{sub}"), help(&[sub, "--help"]));
+    }
+}
+
+#[test]
+fn version_flag() {
+    assert_eq!(
+        help(&["--version"]),
+        format!("packager {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
