@@ -9,6 +9,7 @@ pub mod cache;
 pub mod checksum;
 pub mod error;
 pub mod fetch;
+pub mod publish;
 pub mod recipe;
 pub mod redact;
 pub mod report;
