@@ -4,3 +4,4 @@
 //! is a module named for it. Library modules never print: they report through [`report::Reporter`].
 
 pub mod docker;
+pub mod stack;
