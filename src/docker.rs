@@ -661,7 +661,8 @@ impl Docker {
             .await
             .map_err(|e| DockerError::engine("query the engine version", e))?;
         let arch_name = v.arch.unwrap_or_default();
-        let arch = Arch::parse(&arch_name).ok_or(DockerError::UnsupportedArch { arch: arch_name })?;
+        let arch =
+            Arch::parse(&arch_name).ok_or(DockerError::UnsupportedArch { arch: arch_name })?;
         Ok(EngineInfo {
             version: v.version.unwrap_or_default(),
             api_version: v.api_version.unwrap_or_default(),
@@ -689,7 +690,10 @@ impl Docker {
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
-            Err(e) => Err(DockerError::engine(format!("inspect image `{reference}`"), e)),
+            Err(e) => Err(DockerError::engine(
+                format!("inspect image `{reference}`"),
+                e,
+            )),
         }
     }
 
@@ -803,9 +807,9 @@ impl Docker {
             .build();
         let mut tail = Tail::new();
         let mut lines = LineSplitter::default();
-        let mut stream = self
-            .client
-            .build_image(opts, None, Some(bollard::body_try_stream(context)));
+        let mut stream =
+            self.client
+                .build_image(opts, None, Some(bollard::body_try_stream(context)));
         while let Some(item) = stream.next().await {
             match item {
                 Ok(info) => {
@@ -977,7 +981,10 @@ impl Docker {
             .await
             .map_err(|e| DockerError::container(id, format!("start exec `{command}`"), e))?;
         let mut tail = Tail::new();
-        if let bollard::exec::StartExecResults::Attached { output: mut out, .. } = started {
+        if let bollard::exec::StartExecResults::Attached {
+            output: mut out, ..
+        } = started
+        {
             let mut stdout = LineSplitter::default();
             let mut stderr = LineSplitter::default();
             while let Some(chunk) = out.next().await {
@@ -1060,7 +1067,9 @@ impl Docker {
         let path_owned = path.to_owned();
         self.client
             .download_from_container(id, Some(options))
-            .map_err(move |e| DockerError::container(&id_owned, format!("download `{path_owned}`"), e))
+            .map_err(move |e| {
+                DockerError::container(&id_owned, format!("download `{path_owned}`"), e)
+            })
             .boxed()
     }
 
@@ -1284,15 +1293,22 @@ mod tests {
     #[test]
     fn exec_display_shows_script() {
         assert_eq!(ExecSpec::shell("make -j2").display(), "make -j2");
-        assert_eq!(ExecSpec::new(["gcc", "--version"]).display(), "gcc --version");
+        assert_eq!(
+            ExecSpec::new(["gcc", "--version"]).display(),
+            "gcc --version"
+        );
     }
 
     #[test]
     fn label_filters_format() {
-        let filters = label_filters(&[("packager.stack", Some("mini")), ("packager.managed", None)]);
+        let filters =
+            label_filters(&[("packager.stack", Some("mini")), ("packager.managed", None)]);
         assert_eq!(
             filters["label"],
-            ["packager.stack=mini".to_owned(), "packager.managed".to_owned()]
+            [
+                "packager.stack=mini".to_owned(),
+                "packager.managed".to_owned()
+            ]
         );
     }
 

@@ -325,7 +325,8 @@ impl ImageSource {
             (None, Some(path), None) => {
                 let p = Path::new(path);
                 if p.is_absolute()
-                    || p.components().any(|c| matches!(c, std::path::Component::ParentDir))
+                    || p.components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir))
                 {
                     return Err(invalid(format!(
                         "{table}`dockerfile = \"{path}\"` must be a relative path inside the \
@@ -470,11 +471,7 @@ fn read_error(path: &Path) -> impl FnOnce(std::io::Error) -> StackError + '_ {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before
-        .rsplit('\n')
-        .next()
-        .map_or(0, |l| l.chars().count())
-        + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
 }
 
@@ -641,7 +638,10 @@ impl Stack {
         {
             let ours = !matches!(source, ImageSource::Prebuilt { .. });
             if !ours || image.labels.get(HASH_LABEL) == Some(&self.hash) {
-                progress(&format!("stack {}: reusing {role} image {reference}", self.name));
+                progress(&format!(
+                    "stack {}: reusing {role} image {reference}",
+                    self.name
+                ));
                 return Ok(EnsuredImage {
                     reference,
                     id: image.id,
@@ -652,7 +652,10 @@ impl Stack {
         }
         let (image, outcome) = match source {
             ImageSource::Prebuilt { image } => {
-                progress(&format!("stack {}: pulling {role} image {image}", self.name));
+                progress(&format!(
+                    "stack {}: pulling {role} image {image}",
+                    self.name
+                ));
                 let info = docker
                     .pull_image(image, progress)
                     .await
@@ -954,7 +957,9 @@ impl RootfsProducer {
                     *exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
                     return Ok(RootfsProducer {
                         stream: Box::pin(futures_util::stream::once(async move {
-                            Err(std::io::Error::other(format!("debootstrap failed ({status})")))
+                            Err(std::io::Error::other(format!(
+                                "debootstrap failed ({status})"
+                            )))
                         })),
                         exit,
                         stderr_task: None,
@@ -980,7 +985,11 @@ impl RootfsProducer {
                 (command, Some(dir))
             }
         };
-        let tar_tool = if keep_dir.is_some() { "tar" } else { tool.name() };
+        let tar_tool = if keep_dir.is_some() {
+            "tar"
+        } else {
+            tool.name()
+        };
         let mut child = command
             .env("SOURCE_DATE_EPOCH", epoch.to_string())
             .stdin(Stdio::null())
@@ -1154,10 +1163,12 @@ mod tests {
             "",
         )
         .unwrap_err();
-        assert!(err.to_string().contains("more than one image source"), "{err}");
-        let err =
-            ImageSource::from_parts(&None, &None, &None, Path::new("s/stack.toml"), "[run] ")
-                .unwrap_err();
+        assert!(
+            err.to_string().contains("more than one image source"),
+            "{err}"
+        );
+        let err = ImageSource::from_parts(&None, &None, &None, Path::new("s/stack.toml"), "[run] ")
+            .unwrap_err();
         assert!(err.to_string().contains("[run] no image source"), "{err}");
     }
 
