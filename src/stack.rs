@@ -121,11 +121,16 @@ pub enum StackError {
         /// The stacks that exist.
         known: Vec<String>,
     },
-    /// Neither mmdebstrap nor debootstrap is installed.
-    #[error("stack `{stack}` needs mmdebstrap or debootstrap on the host, and neither was found")]
+    /// The bootstrap tool (any, or the one the stack asks for) is not installed.
+    #[error("stack `{stack}` needs {} on the host, and it was not found", match tool {
+        Some(tool) => tool.name(),
+        None => "mmdebstrap or debootstrap",
+    })]
     NoBootstrapTool {
         /// The stack.
         stack: String,
+        /// The tool the stack asks for, if any.
+        tool: Option<BootstrapTool>,
     },
     /// The bootstrap tool could not be started.
     #[error("cannot run {tool} for stack `{stack}`")]
@@ -179,9 +184,10 @@ impl StackError {
                  [bootstrap] section"
                     .to_owned(),
             ),
-            StackError::NoBootstrapTool { .. } => {
-                Some("install it: `apt-get install mmdebstrap` (Debian/Ubuntu)".to_owned())
-            }
+            StackError::NoBootstrapTool { tool, .. } => Some(format!(
+                "install it: `apt-get install {}` (Debian/Ubuntu)",
+                tool.map_or("mmdebstrap", BootstrapTool::name)
+            )),
             StackError::Bootstrap { .. } | StackError::Spawn { .. } => Some(format!(
                 "bootstrapping needs root (or unprivileged user namespaces for mmdebstrap) and a \
                  reachable Debian mirror; set {MIRROR_ENV} to use another mirror"
@@ -238,6 +244,10 @@ pub struct Bootstrap {
     /// `SOURCE_DATE_EPOCH` for the bootstrap. Default [`DEFAULT_SOURCE_DATE_EPOCH`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_date_epoch: Option<u64>,
+    /// Force a tool: `"mmdebstrap"` or `"debootstrap"`. Default: mmdebstrap if installed,
+    /// else debootstrap (which needs root and tars the result with GNU tar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<BootstrapTool>,
 }
 
 fn default_variant() -> String {
@@ -706,9 +716,11 @@ impl Stack {
         bootstrap: &Bootstrap,
         progress: Progress<'_>,
     ) -> Result<crate::docker::ImageInfo, StackError> {
-        let tool = BootstrapTool::find().ok_or_else(|| StackError::NoBootstrapTool {
-            stack: self.name.clone(),
-        })?;
+        let tool =
+            BootstrapTool::find(bootstrap.tool).ok_or_else(|| StackError::NoBootstrapTool {
+                stack: self.name.clone(),
+                tool: bootstrap.tool,
+            })?;
         let mirror = std::env::var(MIRROR_ENV)
             .ok()
             .filter(|m| !m.is_empty())
@@ -830,25 +842,32 @@ impl Stack {
 }
 
 /// The host tool that makes Debian root filesystems.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BootstrapTool {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootstrapTool {
+    /// mmdebstrap: streams a tar, works unprivileged with user namespaces. Preferred.
     Mmdebstrap,
+    /// debootstrap into a temporary folder (root only), then GNU tar.
     Debootstrap,
 }
 
 impl BootstrapTool {
-    fn name(self) -> &'static str {
+    /// The program name.
+    pub fn name(self) -> &'static str {
         match self {
             BootstrapTool::Mmdebstrap => "mmdebstrap",
             BootstrapTool::Debootstrap => "debootstrap",
         }
     }
 
-    /// mmdebstrap if installed, else debootstrap.
-    fn find() -> Option<BootstrapTool> {
-        [BootstrapTool::Mmdebstrap, BootstrapTool::Debootstrap]
-            .into_iter()
-            .find(|tool| find_in_path(tool.name()).is_some())
+    /// `wanted` if installed, else mmdebstrap if installed, else debootstrap if installed.
+    fn find(wanted: Option<BootstrapTool>) -> Option<BootstrapTool> {
+        match wanted {
+            Some(tool) => find_in_path(tool.name()).map(|_| tool),
+            None => [BootstrapTool::Mmdebstrap, BootstrapTool::Debootstrap]
+                .into_iter()
+                .find(|tool| find_in_path(tool.name()).is_some()),
+        }
     }
 }
 
@@ -1202,6 +1221,7 @@ mod tests {
             components: vec!["main".into()],
             mirror: None,
             source_date_epoch: None,
+            tool: None,
         };
         let args = mmdebstrap_args(&bootstrap, None);
         assert!(args.contains(&"--include=gcc,make".to_owned()));

@@ -554,6 +554,40 @@ async fn dockerfile_stack_builds_once_and_reports_failures() {
     assert_no_containers(&docker, TEST).await;
 }
 
+/// A bootstrap that fails (here: a suite that doesn't exist) reports the tool's output and
+/// leaves no image behind.
+#[tokio::test]
+async fn failing_bootstrap_reports_the_tool_output() {
+    let docker = docker().await;
+    let recipes = tempfile::tempdir().unwrap();
+    let dir = recipes.path().join("stacks").join("nosuite");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("stack.toml"),
+        "[bootstrap]\nsuite = \"no-such-suite\"\nvariant = \"minbase\"\n",
+    )
+    .unwrap();
+    let stack = stack::load(recipes.path(), "nosuite").expect("load");
+    let mut lines = Vec::new();
+    let err = stack
+        .ensure_build_image(&docker, &mut |l: &str| lines.push(l.to_owned()))
+        .await
+        .expect_err("no such suite");
+    match &err {
+        StackError::Bootstrap { tool, tail, .. } => {
+            assert_eq!(tool, "mmdebstrap");
+            assert!(!tail.is_empty(), "{err}");
+        }
+        other => panic!("{other:?}\n{lines:?}"),
+    }
+    assert!(err.hint().unwrap().contains("PACKAGER_DEBIAN_MIRROR"));
+    let reference = stack.image_reference(Role::Build);
+    assert!(
+        !docker.image_exists(&reference).await.unwrap(),
+        "{reference}"
+    );
+}
+
 #[tokio::test]
 async fn pull_without_registry_is_a_clear_error() {
     let docker = docker().await;
@@ -674,4 +708,55 @@ async fn bootstrap_bookworm() {
         container.remove().await.expect("remove");
     }
     assert_no_containers(&docker, "bookworm").await;
+}
+
+/// The debootstrap fallback (root only): bootstrap into a folder, tar it, import it.
+/// Slow: `cargo test --test stack -- --ignored --nocapture debootstrap`.
+#[tokio::test]
+#[ignore = "slow: bootstraps a minbase rootfs with debootstrap"]
+async fn bootstrap_with_debootstrap() {
+    const TEST: &str = "debootstrap";
+    let docker = docker().await;
+    let recipes = tempfile::tempdir().unwrap();
+    let dir = recipes.path().join("stacks").join("deboot");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("stack.toml"),
+        "[bootstrap]\nsuite = \"bookworm\"\nvariant = \"minbase\"\ntool = \"debootstrap\"\n",
+    )
+    .unwrap();
+    let stack = stack::load(recipes.path(), "deboot").expect("load");
+    let started = Instant::now();
+    let mut lines = Vec::new();
+    let ensured = stack
+        .ensure_build_image(&docker, &mut |l: &str| lines.push(l.to_owned()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", e.hint(), lines.join("\n")));
+    eprintln!(
+        "debootstrap minbase: {:?} ({} MB) in {:.1?}",
+        ensured.outcome,
+        ensured.size / 1_000_000,
+        started.elapsed()
+    );
+    let container = docker
+        .create_container(&spec(&ensured.reference, TEST))
+        .await
+        .expect("create");
+    container.start().await.expect("start");
+    let (code, out) = run(
+        &container,
+        &ExecSpec::shell("cat /etc/debian_version && ! ls /var/lib/apt/lists/*_Packages"),
+    )
+    .await;
+    assert_eq!(code, 0, "{out:?}");
+    assert!(
+        text(&out, OutputStream::Stdout).starts_with("12."),
+        "{out:?}"
+    );
+    container.remove().await.expect("remove");
+    docker
+        .remove_image(&ensured.reference, true)
+        .await
+        .expect("remove image");
+    assert_no_containers(&docker, TEST).await;
 }
