@@ -1165,6 +1165,39 @@ mod tests {
         assert!(err.to_string().contains("frobnicate"), "{err}");
     }
 
+    /// The TOML examples in this module's documentation are valid stacks.
+    #[test]
+    fn doc_examples_parse() {
+        let source = include_str!("stack.rs");
+        let mut blocks = Vec::new();
+        let mut current: Option<String> = None;
+        for line in source.lines().filter_map(|l| l.strip_prefix("//!")) {
+            let line = line.strip_prefix(' ').unwrap_or(line);
+            match (&mut current, line) {
+                (None, "```toml") => current = Some(String::new()),
+                (Some(block), "```") => {
+                    blocks.push(std::mem::take(block));
+                    current = None;
+                }
+                (Some(block), line) => {
+                    block.push_str(line);
+                    block.push('\n');
+                }
+                (None, _) => {}
+            }
+        }
+        assert_eq!(blocks.len(), 3);
+        for block in blocks {
+            let m = parse_manifest(&block, Path::new("doc")).unwrap();
+            let p = Path::new("doc");
+            ImageSource::from_parts(&m.image, &m.dockerfile, &m.bootstrap, p, "").unwrap();
+            if let Some(run) = &m.run {
+                ImageSource::from_parts(&run.image, &run.dockerfile, &run.bootstrap, p, "")
+                    .unwrap();
+            }
+        }
+    }
+
     #[test]
     fn exactly_one_source() {
         let both = StackManifest {
