@@ -7,12 +7,14 @@
 
 pub mod cache;
 pub mod checksum;
+pub mod docker;
 pub mod error;
 pub mod fetch;
 pub mod publish;
 pub mod recipe;
 pub mod redact;
 pub mod report;
+pub mod stack;
 pub mod version;
 
 pub use error::Error;
