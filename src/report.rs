@@ -14,6 +14,12 @@ pub trait Reporter: Send + Sync {
     fn warn(&self, _message: &str) {}
     /// A line of ordinary progress.
     fn info(&self, _message: &str) {}
+    /// Job `job` (`lua 5.4.4`) entered a step (`stack`, `fetch`, `configure`, `test`, …).
+    fn step_started(&self, _job: &str, _step: &str) {}
+    /// Job `job` finished a step, which took `elapsed`.
+    fn step_finished(&self, _job: &str, _step: &str, _elapsed: std::time::Duration) {}
+    /// One line of output of a command that job `job` runs in a container.
+    fn output(&self, _job: &str, _line: &str) {}
 }
 
 /// A reporter that shows nothing.

@@ -1,0 +1,667 @@
+//! Building one recipe in a clean-slate container.
+//!
+//! 1. the stack's build image is made sure of (built or imported once, then reused);
+//! 2. sources and resources are fetched into the cache on the host;
+//! 3. a fresh container is created from the image: labelled (`packager.*`), the cache's sources
+//!    mounted read-only, no network unless the recipe says so, no host environment;
+//! 4. the sources are re-packed on the host into a sanitised tar stream (see [`crate::archive`])
+//!    and extracted into the work directory through the engine's archive API;
+//! 5. `configure`, `build` and `install` run as separate execs, each exit code checked, all
+//!    output going to a per-build log file (`cache/logs/…`) and to the [`Reporter`];
+//! 6. the prefix is copied out through the archive API and rewritten as a deterministic
+//!    `.tar.gz` (see [`crate::package`]).
+//!
+//! The container is removed on success, on failure (unless kept for debugging) and when the
+//! future is dropped (Ctrl-C), by [`ContainerGuard`].
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::archive::{self, ArchiveError};
+use crate::docker::{
+    BindMount, ContainerGuard, ContainerSpec, Docker, DockerError, ExecSpec, OutputStream,
+};
+use crate::fetch::{Download, FetchError, Fetched, Fetcher};
+use crate::package::{self, PackageError, PackageOptions};
+use crate::recipe::Recipe;
+use crate::report::Reporter;
+use crate::stack::{self, EnsuredImage, StackError};
+
+/// Where sources are unpacked and phases run, inside the build container.
+pub const SOURCE_DIR: &str = "/build/src";
+/// Where the cache's downloads are mounted (read-only) inside the build container.
+pub const CACHE_MOUNT: &str = "/var/cache/packager/sources";
+/// Label: the runtime a container builds or tests.
+pub const RUNTIME_LABEL: &str = "packager.runtime";
+/// Label: the version a container builds or tests.
+pub const VERSION_LABEL: &str = "packager.version";
+/// Label: the run (one packager invocation) a container belongs to.
+pub const RUN_LABEL: &str = "packager.run";
+/// Label: the process that owns a container, `host:pid`, so a later run can tell orphans.
+pub const OWNER_LABEL: &str = "packager.owner";
+/// Label: `build` or `test`.
+pub const ROLE_LABEL: &str = "packager.role";
+
+/// A build phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// `configure` commands.
+    Configure,
+    /// `build` commands.
+    Build,
+    /// `install` commands.
+    Install,
+}
+
+impl Phase {
+    /// Every phase, in order.
+    pub const ALL: [Phase; 3] = [Phase::Configure, Phase::Build, Phase::Install];
+
+    /// The phase's name, as in recipes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Configure => "configure",
+            Phase::Build => "build",
+            Phase::Install => "install",
+        }
+    }
+
+    /// The recipe's commands for this phase.
+    pub fn commands(self, recipe: &Recipe) -> &[String] {
+        match self {
+            Phase::Configure => &recipe.build.configure,
+            Phase::Build => &recipe.build.build,
+            Phase::Install => &recipe.build.install,
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What went wrong building.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Fetching a source or resource failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The stack could not be loaded or its image made.
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    /// The engine failed.
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    /// A source archive was refused or could not be read.
+    #[error("cannot unpack the sources of {job}")]
+    Unpack {
+        /// `runtime version`.
+        job: String,
+        /// Why.
+        #[source]
+        source: ArchiveError,
+    },
+    /// A command of a phase exited non-zero.
+    #[error(
+        "{phase} of {job} failed: `{command}` exited with code {exit_code}\n{tail}\nfull log: {}",
+        log.display(),
+        tail = tail_block(tail)
+    )]
+    Phase {
+        /// `runtime version`.
+        job: String,
+        /// The phase.
+        phase: Phase,
+        /// The command that failed.
+        command: String,
+        /// Its exit code.
+        exit_code: i64,
+        /// The last lines of output.
+        tail: Vec<String>,
+        /// The log file.
+        log: PathBuf,
+        /// What to run to debug it.
+        debug: String,
+    },
+    /// The artifact could not be made.
+    #[error("cannot package the prefix of {job}")]
+    Package {
+        /// `runtime version`.
+        job: String,
+        /// Why.
+        #[source]
+        source: PackageError,
+    },
+    /// A test command failed.
+    #[error(
+        "test of {job} failed: `{command}` exited with code {exit_code}\n{tail}\nfull log: {}",
+        log.display(),
+        tail = tail_block(tail)
+    )]
+    Test {
+        /// `runtime version`.
+        job: String,
+        /// The command that failed.
+        command: String,
+        /// Its exit code.
+        exit_code: i64,
+        /// The last lines of output.
+        tail: Vec<String>,
+        /// The log file.
+        log: PathBuf,
+        /// What to run to debug it.
+        debug: String,
+    },
+    /// The log or a work file could not be written.
+    #[error("cannot write {}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The io error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn tail_block(tail: &[String]) -> String {
+    if tail.is_empty() {
+        return "  (no output)".into();
+    }
+    tail.iter()
+        .map(|l| format!("  | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl BuildError {
+    /// What the user can do, when there is something.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            BuildError::Fetch(e) => e.hint(),
+            BuildError::Stack(e) => e.hint(),
+            BuildError::Docker(e) => e.hint(),
+            BuildError::Phase { debug, .. } | BuildError::Test { debug, .. } => {
+                Some(debug.clone())
+            }
+            BuildError::Unpack { .. } => Some(
+                "the source archive is refused as unsafe or unreadable; check the recipe's URL and checksum".into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// Options of one build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Keep the container of a failed build (its id is in the error's hint).
+    pub keep: bool,
+    /// The mtime of every artifact entry, and `SOURCE_DATE_EPOCH` inside the container.
+    pub source_date_epoch: u64,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            keep: false,
+            source_date_epoch: package::DEFAULT_MTIME,
+        }
+    }
+}
+
+/// A per-build log file.
+pub struct BuildLog {
+    path: PathBuf,
+    file: std::io::BufWriter<fs_err::File>,
+}
+
+impl BuildLog {
+    /// Creates `dir/<name>.log`.
+    pub fn create(dir: &Path, name: &str) -> Result<Self, BuildError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BuildError::Io { path, source }
+        };
+        fs_err::create_dir_all(dir).map_err(io(dir))?;
+        let path = dir.join(format!("{name}.log"));
+        let file = fs_err::File::create(&path).map_err(io(&path))?;
+        Ok(BuildLog {
+            path,
+            file: std::io::BufWriter::new(file),
+        })
+    }
+
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends a line (write errors are remembered by the OS and surface at flush).
+    pub fn line(&mut self, line: &str) {
+        let _ = writeln!(self.file, "{line}");
+    }
+
+    /// Flushes to disk.
+    pub fn flush(&mut self) -> Result<(), BuildError> {
+        self.file.flush().map_err(|source| BuildError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// Runs shell commands in a container, logging and reporting every line; returns the first
+/// failing command with its exit code and output tail.
+pub(crate) async fn run_commands(
+    container: &ContainerGuard,
+    commands: &[String],
+    working_dir: &str,
+    job: &str,
+    log: &mut BuildLog,
+    reporter: &dyn Reporter,
+) -> Result<Option<(String, i64, Vec<String>)>, BuildError> {
+    for command in commands {
+        log.line(&format!("$ {command}"));
+        reporter.output(job, &format!("$ {command}"));
+        let spec = ExecSpec::shell(command.clone()).working_dir(working_dir);
+        let result = container
+            .exec(&spec, &mut |_stream: OutputStream, line: &str| {
+                log.line(line);
+                reporter.output(job, line);
+            })
+            .await?;
+        if result.exit_code != 0 {
+            log.line(&format!("# exit code {}", result.exit_code));
+            log.flush()?;
+            return Ok(Some((command.clone(), result.exit_code, result.tail)));
+        }
+    }
+    log.flush()?;
+    Ok(None)
+}
+
+/// The container environment of a build or test: nothing from the host, only this.
+pub fn container_env(recipe: &Recipe, jobs: usize, source_date_epoch: u64) -> Vec<(String, String)> {
+    let mut env: BTreeMap<String, String> = [
+        (
+            "PATH",
+            format!(
+                "{}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                recipe.prefix
+            ),
+        ),
+        ("HOME", "/root".into()),
+        ("LANG", "C.UTF-8".into()),
+        ("PREFIX", recipe.prefix.clone()),
+        ("JOBS", jobs.to_string()),
+        ("SOURCE_DATE_EPOCH", source_date_epoch.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    env.extend(recipe.build.env.clone());
+    env.into_iter().collect()
+}
+
+/// `host:pid` of this process, for the owner label.
+pub fn owner() -> String {
+    format!("{}:{}", hostname(), std::process::id())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Labels of a container of this run.
+pub fn labels(recipe: &Recipe, run_id: &str, role: &str) -> BTreeMap<String, String> {
+    [
+        (RUNTIME_LABEL, recipe.runtime.to_string()),
+        (VERSION_LABEL, recipe.version.to_string()),
+        (RUN_LABEL, run_id.to_string()),
+        (OWNER_LABEL, owner()),
+        (ROLE_LABEL, role.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// Removes containers left by packager processes on this host that no longer run (killed
+/// runs). Returns their ids.
+pub async fn remove_orphans(docker: &Docker) -> Result<Vec<String>, DockerError> {
+    let me = hostname();
+    let mut removed = Vec::new();
+    for c in docker
+        .list_containers(&[(crate::docker::MANAGED_LABEL, None)])
+        .await?
+    {
+        let Some((host, pid)) = c.labels.get(OWNER_LABEL).and_then(|o| o.rsplit_once(':')) else {
+            continue;
+        };
+        if host == me && !Path::new("/proc").join(pid).exists() {
+            docker.remove_container(&c.id).await?;
+            removed.push(c.id);
+        }
+    }
+    Ok(removed)
+}
+
+/// Makes a byte stream for the engine from a blocking writer function run on its own thread:
+/// what `write` writes is sent in chunks; an error it returns ends the stream with an error
+/// (so the engine aborts the upload) and is handed back through the returned handle.
+pub(crate) fn writer_stream<T, F>(
+    write: F,
+) -> (
+    impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    tokio::task::JoinHandle<T>,
+)
+where
+    T: Send + 'static,
+    F: FnOnce(&mut dyn Write) -> (T, bool) + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+    let handle = tokio::task::spawn_blocking(move || {
+        let mut w = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let (value, ok) = write(&mut w);
+        if ok {
+            let _ = w.flush();
+        } else {
+            let _ = tx.blocking_send(Err(std::io::Error::other("the tar stream was aborted")));
+        }
+        value
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (stream, handle)
+}
+
+const CHUNK: usize = 256 * 1024;
+
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upload ended"))
+    }
+}
+
+/// The result of a successful build (before testing and publishing).
+#[derive(Debug)]
+pub struct Built {
+    /// The artifact.
+    pub artifact: package::Artifact,
+    /// The build log.
+    pub log: PathBuf,
+    /// The build image used.
+    pub build_image: EnsuredImage,
+    /// The downloads used.
+    pub fetched: Vec<Fetched>,
+    /// Holds the artifact's folder; dropping it removes the artifact.
+    pub work: tempfile::TempDir,
+}
+
+/// Builds recipes: one per [`Builder::build`] call.
+pub struct Builder {
+    /// The engine.
+    pub docker: Docker,
+    /// The fetcher (and through it the cache).
+    pub fetcher: Arc<Fetcher>,
+    /// The recipes folder (for stacks).
+    pub recipes_dir: PathBuf,
+    /// Where reports go.
+    pub reporter: Arc<dyn Reporter>,
+    /// This run's id (a label on every container).
+    pub run_id: String,
+    /// `{jobs}` / `JOBS` inside the build.
+    pub jobs: usize,
+}
+
+impl Builder {
+    fn cache_dir(&self) -> &Path {
+        self.fetcher.cache().root()
+    }
+
+    /// The logs folder.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.cache_dir().join("logs")
+    }
+
+    /// Builds `recipe` into an artifact in a fresh container.
+    pub async fn build(&self, recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> {
+        let job = format!("{} {}", recipe.runtime, recipe.version);
+        let reporter = &*self.reporter;
+
+        let started = Instant::now();
+        reporter.step_started(&job, "stack");
+        let stack = stack::load(&self.recipes_dir, &recipe.stack)?;
+        let image = stack
+            .ensure_build_image(&self.docker, &mut |line: &str| reporter.output(&job, line))
+            .await?;
+        reporter.step_finished(&job, "stack", started.elapsed());
+
+        let started = Instant::now();
+        reporter.step_started(&job, "fetch");
+        let downloads = Download::for_recipe(recipe);
+        let mut fetched = Vec::new();
+        for r in self.fetcher.fetch_all(&downloads, 4).await {
+            fetched.push(r?);
+        }
+        reporter.step_finished(&job, "fetch", started.elapsed());
+
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut log = BuildLog::create(
+            &self.logs_dir(),
+            &format!("{}-{}-{stamp}-{}", recipe.runtime, recipe.version, self.run_id),
+        )?;
+        log.line(&format!("# {job} on stack {} ({})", recipe.stack, image.reference));
+
+        let cache_sources = std::path::absolute(self.cache_dir().join(crate::cache::SOURCES))
+            .map_err(|source| BuildError::Io {
+                path: self.cache_dir().to_path_buf(),
+                source,
+            })?;
+        let mut spec = ContainerSpec::new(image.reference.clone());
+        spec.labels = labels(recipe, &self.run_id, "build");
+        spec.env = container_env(recipe, self.jobs, opts.source_date_epoch);
+        spec.working_dir = Some(SOURCE_DIR.to_string());
+        spec.mounts = vec![BindMount::read_only(cache_sources, CACHE_MOUNT)];
+        spec.network = recipe.build.network;
+        let container = self.docker.create_container(&spec).await?;
+        container.start().await?;
+        let result = self
+            .build_in(&container, recipe, opts, &job, &fetched, &mut log)
+            .await;
+        match result {
+            Ok(artifact) => {
+                container.remove().await?;
+                Ok(Built {
+                    artifact: artifact.0,
+                    log: log.path().to_path_buf(),
+                    build_image: image,
+                    fetched,
+                    work: artifact.1,
+                })
+            }
+            Err(mut e) => {
+                log.line(&format!("# failed: {e}"));
+                let _ = log.flush();
+                if opts.keep {
+                    let id = container.keep();
+                    if let BuildError::Phase { debug, .. } = &mut e {
+                        *debug = format!(
+                            "the container is kept: `packager shell --attach {}` to look inside, `docker rm -f {}` when done",
+                            short(&id),
+                            short(&id)
+                        );
+                    }
+                } else {
+                    container.remove().await?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn build_in(
+        &self,
+        container: &ContainerGuard,
+        recipe: &Recipe,
+        opts: &BuildOptions,
+        job: &str,
+        fetched: &[Fetched],
+        log: &mut BuildLog,
+    ) -> Result<(package::Artifact, tempfile::TempDir), BuildError> {
+        let reporter = &*self.reporter;
+        let setup = ExecSpec::shell(format!("mkdir -p {SOURCE_DIR} '{}'", recipe.prefix));
+        container.exec(&setup, &mut |_, _| {}).await?.check()?;
+
+        let started = Instant::now();
+        reporter.step_started(job, "unpack");
+        self.unpack(container, recipe, job, fetched).await?;
+        reporter.step_finished(job, "unpack", started.elapsed());
+
+        let mut previous: Option<Phase> = None;
+        for phase in Phase::ALL {
+            let commands = phase.commands(recipe);
+            let started = Instant::now();
+            reporter.step_started(job, phase.name());
+            log.line(&format!("# == {phase}"));
+            if let Some((command, exit_code, tail)) =
+                run_commands(container, commands, SOURCE_DIR, job, log, reporter).await?
+            {
+                let after = previous.map_or(String::new(), |p| format!(" --after {p}"));
+                return Err(BuildError::Phase {
+                    job: job.to_string(),
+                    phase,
+                    command,
+                    exit_code,
+                    tail,
+                    log: log.path().to_path_buf(),
+                    debug: format!(
+                        "debug it in the same environment: `packager shell {} {}{after}` (or rerun with --keep)",
+                        recipe.runtime, recipe.version
+                    ),
+                });
+            }
+            reporter.step_finished(job, phase.name(), started.elapsed());
+            previous = Some(phase);
+        }
+
+        let started = Instant::now();
+        reporter.step_started(job, "package");
+        let work = tempfile::Builder::new()
+            .prefix("artifact-")
+            .tempdir_in({
+                let d = self.cache_dir().join("work");
+                fs_err::create_dir_all(&d).map_err(|source| BuildError::Io {
+                    path: d.clone(),
+                    source,
+                })?;
+                d
+            })
+            .map_err(|source| BuildError::Io {
+                path: self.cache_dir().join("work"),
+                source,
+            })?;
+        let dest = work.path().join(&recipe.artifact);
+        let stream = container.download(&recipe.prefix).map(|item| {
+            item.map_err(|e| std::io::Error::other(crate::redact::redact_url(&e.to_string())))
+        });
+        let reader = tokio_util::io::StreamReader::new(stream);
+        let mut options = PackageOptions::new(&recipe.prefix);
+        options.mtime = opts.source_date_epoch;
+        let artifact = tokio::task::spawn_blocking(move || {
+            let sync = tokio_util::io::SyncIoBridge::new(reader);
+            package::package_tar_stream(sync, &dest, &options)
+        })
+        .await
+        .expect("package task does not panic")
+        .map_err(|source| BuildError::Package {
+            job: job.to_string(),
+            source,
+        })?;
+        reporter.step_finished(job, "package", started.elapsed());
+        log.line(&format!(
+            "# artifact {} ({} bytes, sha256:{})",
+            recipe.artifact, artifact.size, artifact.sha256
+        ));
+        log.flush()?;
+        Ok((artifact, work))
+    }
+
+    /// Re-packs the source and each resource on the host and extracts them in the container.
+    async fn unpack(
+        &self,
+        container: &ContainerGuard,
+        recipe: &Recipe,
+        job: &str,
+        fetched: &[Fetched],
+    ) -> Result<(), BuildError> {
+        let mut items = vec![(
+            fetched[0].path.clone(),
+            true,
+            recipe.source.strip_components,
+            String::new(),
+        )];
+        for (r, f) in recipe.resources.iter().zip(&fetched[1..]) {
+            items.push((f.path.clone(), r.unpack, r.strip_components, r.dest.clone()));
+        }
+        for (path, unpack, strip, dest) in items {
+            let (stream, handle) = writer_stream(move |out| {
+                let r = if unpack {
+                    archive::repack_archive(&path, strip, Path::new(&dest), out)
+                } else {
+                    archive::repack_file(&path, Path::new(&dest), out)
+                };
+                let ok = r.is_ok();
+                (r, ok)
+            });
+            let uploaded = container.upload(SOURCE_DIR, stream).await;
+            let repacked = handle.await.expect("repack task does not panic");
+            repacked.map_err(|source| BuildError::Unpack {
+                job: job.to_string(),
+                source,
+            })?;
+            uploaded?;
+        }
+        Ok(())
+    }
+}
+
+/// The short form of a container id.
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}

@@ -1,0 +1,72 @@
+//! Testing an artifact the way a dyno would run it: a fresh container from the stack's run
+//! image (or its build image when it has none), no network, the artifact extracted at the
+//! prefix, then the recipe's `[test] commands`, each exit code checked.
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::build::{BuildError, BuildLog, container_env, labels, run_commands};
+use crate::docker::{ContainerSpec, Docker, ExecSpec};
+use crate::recipe::Recipe;
+use crate::report::Reporter;
+
+/// Runs the recipe's test commands against `artifact` in a fresh container from `image`.
+/// Output goes to `log` and the reporter. Recipes without test commands pass.
+#[allow(clippy::too_many_arguments)]
+pub async fn test_artifact(
+    docker: &Docker,
+    image: &str,
+    recipe: &Recipe,
+    artifact: &Path,
+    run_id: &str,
+    source_date_epoch: u64,
+    log: &mut BuildLog,
+    reporter: &dyn Reporter,
+) -> Result<(), BuildError> {
+    let job = format!("{} {}", recipe.runtime, recipe.version);
+    let started = Instant::now();
+    reporter.step_started(&job, "test");
+    log.line(&format!("# == test in {image}"));
+    let mut spec = ContainerSpec::new(image.to_string());
+    spec.labels = labels(recipe, run_id, "test");
+    spec.env = container_env(recipe, 1, source_date_epoch);
+    spec.working_dir = Some("/".into());
+    spec.network = false;
+    let container = docker.create_container(&spec).await?;
+    container.start().await?;
+    let result = async {
+        let setup = ExecSpec::shell(format!("mkdir -p '{}'", recipe.prefix));
+        container.exec(&setup, &mut |_, _| {}).await?.check()?;
+        // The engine extracts gzip-compressed tar archives itself.
+        let file = tokio::fs::File::open(artifact)
+            .await
+            .map_err(|source| BuildError::Io {
+                path: artifact.to_path_buf(),
+                source,
+            })?;
+        container
+            .upload(&recipe.prefix, tokio_util::io::ReaderStream::new(file))
+            .await?;
+        if let Some((command, exit_code, tail)) =
+            run_commands(&container, &recipe.test.commands, "/", &job, log, reporter).await?
+        {
+            return Err(BuildError::Test {
+                job: job.clone(),
+                command,
+                exit_code,
+                tail,
+                log: log.path().to_path_buf(),
+                debug: format!(
+                    "the artifact was not published; reproduce with `packager build {} {} -v`",
+                    recipe.runtime, recipe.version
+                ),
+            });
+        }
+        Ok(())
+    }
+    .await;
+    container.remove().await?;
+    result?;
+    reporter.step_finished(&job, "test", started.elapsed());
+    Ok(())
+}
