@@ -2,3 +2,6 @@
 //!
 //! The pipeline is recipe → plan → fetch → stack → build → package → test → publish; each step
 //! is a module named for it. Library modules never print: they report through [`report::Reporter`].
+
+pub mod archive;
+pub mod package;
