@@ -165,14 +165,13 @@ fn worker_failed() -> io::Error {
 }
 
 fn work(queue: &Mutex<mpsc::Receiver<Job>>, level: u32) {
-    let mut compress = Compress::new(Compression::new(level), false);
     loop {
         let job = match queue.lock() {
             Ok(queue) => queue.recv(),
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        let result = deflate_block(&mut compress, &job.dict, &job.data, job.last);
+        let result = deflate_block(level, &job.dict, &job.data, job.last);
         if job.reply.send(result).is_err() {
             return;
         }
@@ -181,13 +180,17 @@ fn work(queue: &Mutex<mpsc::Receiver<Job>>, level: u32) {
 
 /// Deflates one block as a raw stream primed with `dict`, ending it with a sync flush, or with a
 /// final block when `last`.
+///
+/// Every block gets a fresh compressor: `Compress::reset` does not clear the match-chain and
+/// window memory (zlib-rs 0.6), and with a preset dictionary the stale state changes the output,
+/// which made it depend on which blocks a worker had compressed before.
 pub(crate) fn deflate_block(
-    compress: &mut Compress,
+    level: u32,
     dict: &[u8],
     data: &[u8],
     last: bool,
 ) -> io::Result<Vec<u8>> {
-    compress.reset();
+    let mut compress = Compress::new(Compression::new(level), false);
     if !dict.is_empty() {
         compress.set_dictionary(dict).map_err(io::Error::other)?;
     }
