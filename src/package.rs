@@ -518,19 +518,16 @@ impl Indexer<'_> {
             return Some(target.to_vec());
         }
         // Absolute: lexically normalise (`..` at `/` stays at `/`), then make it relative.
-        let absolute = resolve_link(&[], target).or_else(|| {
-            let mut stack: Vec<Vec<u8>> = Vec::new();
-            for component in target.split(|&b| b == b'/') {
-                match component {
-                    b"" | b"." => {}
-                    b".." => {
-                        stack.pop();
-                    }
-                    normal => stack.push(normal.to_vec()),
+        let mut absolute: Vec<Vec<u8>> = Vec::new();
+        for component in target.split(|&b| b == b'/') {
+            match component {
+                b"" | b"." => {}
+                b".." => {
+                    absolute.pop();
                 }
+                normal => absolute.push(normal.to_vec()),
             }
-            Some(stack)
-        })?;
+        }
         let inside = absolute.strip_prefix(self.prefix)?;
         let common = link_dir
             .iter()
