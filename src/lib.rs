@@ -5,16 +5,20 @@
 //! modules never print: they report through [`report::Reporter`] and return errors that carry
 //! what failed and where; the binary renders them.
 
+pub mod archive;
+pub mod build;
 pub mod cache;
 pub mod checksum;
 pub mod docker;
 pub mod error;
 pub mod fetch;
+pub mod package;
 pub mod publish;
 pub mod recipe;
 pub mod redact;
 pub mod report;
 pub mod stack;
+pub mod test;
 pub mod version;
 
 pub use error::Error;

@@ -1,0 +1,576 @@
+//! Re-packing of source archives: real (and really malicious) tarballs built in the test.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use packager::archive::{
+    ArchiveError, ArchiveFormat, RepackSummary, UnsafeReason, detect_format, repack_archive,
+    repack_file,
+};
+use tar::{EntryType, Header};
+
+/// One entry of a test tarball, with raw (possibly malicious) name and link name.
+struct Raw<'a> {
+    name: &'a [u8],
+    kind: EntryType,
+    mode: u32,
+    link: &'a [u8],
+    data: &'a [u8],
+}
+
+fn file<'a>(name: &'a str, mode: u32, data: &'a [u8]) -> Raw<'a> {
+    Raw {
+        name: name.as_bytes(),
+        kind: EntryType::Regular,
+        mode,
+        link: b"",
+        data,
+    }
+}
+
+fn dir(name: &str) -> Raw<'_> {
+    Raw {
+        name: name.as_bytes(),
+        kind: EntryType::Directory,
+        mode: 0o755,
+        link: b"",
+        data: b"",
+    }
+}
+
+fn link<'a>(kind: EntryType, name: &'a str, target: &'a str) -> Raw<'a> {
+    Raw {
+        name: name.as_bytes(),
+        kind,
+        mode: 0o777,
+        link: target.as_bytes(),
+        data: b"",
+    }
+}
+
+/// Writes a tar with raw headers, bypassing the `tar` crate's own path checks.
+fn raw_tar(entries: &[Raw<'_>]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in entries {
+        let mut header = Header::new_gnu();
+        let gnu = header.as_gnu_mut().unwrap();
+        gnu.name[..entry.name.len()].copy_from_slice(entry.name);
+        gnu.linkname[..entry.link.len()].copy_from_slice(entry.link);
+        header.set_entry_type(entry.kind);
+        header.set_mode(entry.mode);
+        header.set_uid(1234);
+        header.set_gid(5678);
+        header.set_username("mallory").unwrap();
+        header.set_groupname("evil").unwrap();
+        header.set_mtime(1_600_000_000);
+        header.set_size(entry.data.len() as u64);
+        header.set_cksum();
+        builder.append(&header, entry.data).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+fn good_entries() -> Vec<u8> {
+    raw_tar(&[
+        dir("pkg-1.0/"),
+        file("pkg-1.0/README", 0o644, b"read me\n"),
+        dir("pkg-1.0/bin/"),
+        file("pkg-1.0/bin/tool", 0o755, b"#!/bin/sh\necho hi\n"),
+        link(EntryType::Link, "pkg-1.0/bin/tool2", "pkg-1.0/bin/tool"),
+        dir("./pkg-1.0/lib/"),
+        link(EntryType::Symlink, "pkg-1.0/lib/readme", "../README"),
+        file("toplevel-file", 0o644, b"dropped by strip"),
+    ])
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+fn bzip2(data: &[u8]) -> Vec<u8> {
+    let mut enc = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+fn xz(data: &[u8]) -> Vec<u8> {
+    let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 6);
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Out {
+    path: String,
+    kind: EntryType,
+    mode: u32,
+    link: Option<String>,
+    data: Vec<u8>,
+}
+
+/// Parses the produced stream, checking ownership is normalised on every entry.
+fn parse(stream: &[u8]) -> Vec<Out> {
+    let mut archive = tar::Archive::new(stream);
+    let mut out = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let header = entry.header();
+        assert_eq!(header.uid().unwrap(), 0);
+        assert_eq!(header.gid().unwrap(), 0);
+        assert_eq!(header.username_bytes(), Some(&b""[..]));
+        assert_eq!(header.groupname_bytes(), Some(&b""[..]));
+        let kind = header.entry_type();
+        let mode = header.mode().unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let link = entry
+            .link_name()
+            .unwrap()
+            .map(|l| l.to_string_lossy().into_owned());
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        out.push(Out {
+            path,
+            kind,
+            mode,
+            link,
+            data,
+        });
+    }
+    out
+}
+
+fn repack(path: &Path, strip: u32, dest: &str) -> Result<(Vec<u8>, RepackSummary), ArchiveError> {
+    let mut stream = Vec::new();
+    let summary = repack_archive(path, strip, Path::new(dest), &mut stream)?;
+    Ok((stream, summary))
+}
+
+fn expected_good() -> Vec<Out> {
+    let entry = |path: &str, kind, mode, link: Option<&str>, data: &[u8]| Out {
+        path: path.to_owned(),
+        kind,
+        mode,
+        link: link.map(str::to_owned),
+        data: data.to_vec(),
+    };
+    vec![
+        entry("deps", EntryType::Directory, 0o755, None, b""),
+        entry("deps/foo", EntryType::Directory, 0o755, None, b""),
+        entry(
+            "deps/foo/README",
+            EntryType::Regular,
+            0o644,
+            None,
+            b"read me\n",
+        ),
+        entry("deps/foo/bin", EntryType::Directory, 0o755, None, b""),
+        entry(
+            "deps/foo/bin/tool",
+            EntryType::Regular,
+            0o755,
+            None,
+            b"#!/bin/sh\necho hi\n",
+        ),
+        entry(
+            "deps/foo/bin/tool2",
+            EntryType::Link,
+            0o777,
+            Some("deps/foo/bin/tool"),
+            b"",
+        ),
+        entry("deps/foo/lib", EntryType::Directory, 0o755, None, b""),
+        entry(
+            "deps/foo/lib/readme",
+            EntryType::Symlink,
+            0o777,
+            Some("../README"),
+            b"",
+        ),
+    ]
+}
+
+#[test]
+fn good_archive_with_strip_components_in_every_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = good_entries();
+    let cases = [
+        ("src.tar", tar.clone(), ArchiveFormat::Tar),
+        ("src.tgz", gzip(&tar), ArchiveFormat::Gzip),
+        ("src.tar.bz2", bzip2(&tar), ArchiveFormat::Bzip2),
+        // Misleading name on purpose: detection goes by magic bytes.
+        ("src.tar.gz", xz(&tar), ArchiveFormat::Xz),
+    ];
+    for (name, bytes, format) in cases {
+        let path = write(tmp.path(), name, &bytes);
+        assert_eq!(detect_format(&path).unwrap(), format, "{name}");
+        let (stream, summary) = repack(&path, 1, "deps/foo").unwrap();
+        assert_eq!(parse(&stream), expected_good(), "{name}");
+        assert_eq!(
+            summary,
+            RepackSummary {
+                entries: 8,
+                bytes: 8 + 18
+            },
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn no_strip_keeps_top_directory_at_the_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write(tmp.path(), "src.tar", &good_entries());
+    let (stream, _) = repack(&path, 0, "").unwrap();
+    let paths: Vec<String> = parse(&stream).into_iter().map(|o| o.path).collect();
+    assert_eq!(
+        paths,
+        [
+            "pkg-1.0",
+            "pkg-1.0/README",
+            "pkg-1.0/bin",
+            "pkg-1.0/bin/tool",
+            "pkg-1.0/bin/tool2",
+            "pkg-1.0/lib",
+            "pkg-1.0/lib/readme",
+            "toplevel-file",
+        ]
+    );
+}
+
+/// Repacks `entries` and returns the refused entry's name and reason.
+fn refused(entries: &[Raw<'_>], strip: u32) -> (String, UnsafeReason, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write(tmp.path(), "evil.tar.gz", &gzip(&raw_tar(entries)));
+    match repack(&path, strip, "deps") {
+        Err(err @ ArchiveError::UnsafeEntry { .. }) => {
+            let message = err.to_string();
+            let ArchiveError::UnsafeEntry {
+                path: archive,
+                entry,
+                reason,
+            } = err
+            else {
+                unreachable!()
+            };
+            assert_eq!(archive, path);
+            assert!(message.contains(&path.display().to_string()), "{message}");
+            assert!(message.contains(&entry), "{message}");
+            (entry, reason, message)
+        }
+        other => panic!("expected a refused entry, got {other:?}"),
+    }
+}
+
+#[test]
+fn refuses_parent_components() {
+    let (entry, reason, _) = refused(&[file("../escape", 0o644, b"x")], 0);
+    assert_eq!(entry, "../escape");
+    assert_eq!(reason, UnsafeReason::ParentComponent);
+
+    // Even when the `..` would be stripped away.
+    let (entry, reason, _) = refused(&[file("pkg/a/../../x", 0o644, b"x")], 1);
+    assert_eq!(entry, "pkg/a/../../x");
+    assert_eq!(reason, UnsafeReason::ParentComponent);
+}
+
+#[test]
+fn refuses_absolute_paths() {
+    let (entry, reason, message) = refused(&[file("/abs/path", 0o644, b"x")], 0);
+    assert_eq!(entry, "/abs/path");
+    assert_eq!(reason, UnsafeReason::AbsolutePath);
+    assert!(message.contains("the path is absolute"), "{message}");
+}
+
+#[test]
+fn refuses_escaping_symlinks() {
+    let (entry, reason, _) = refused(
+        &[
+            dir("pkg/"),
+            dir("pkg/a/"),
+            link(EntryType::Symlink, "pkg/a/etc", "../../etc"),
+        ],
+        1,
+    );
+    assert_eq!(entry, "pkg/a/etc");
+    assert_eq!(reason, UnsafeReason::LinkEscapesRoot("../../etc".into()));
+
+    let (entry, reason, _) = refused(&[link(EntryType::Symlink, "pkg/passwd", "/etc/passwd")], 1);
+    assert_eq!(entry, "pkg/passwd");
+    assert_eq!(
+        reason,
+        UnsafeReason::AbsoluteLinkTarget("/etc/passwd".into())
+    );
+
+    // Relative to the root left after stripping: `pkg/` is gone, so `../pkg/x` escapes.
+    let (entry, _, _) = refused(&[link(EntryType::Symlink, "pkg/x", "../pkg/y")], 1);
+    assert_eq!(entry, "pkg/x");
+}
+
+#[test]
+fn accepts_symlinks_that_stay_inside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = raw_tar(&[
+        link(EntryType::Symlink, "pkg/a/b/up", "../../c/./d"),
+        link(EntryType::Symlink, "pkg/self", "."),
+    ]);
+    let path = write(tmp.path(), "ok.tar", &tar);
+    let (stream, summary) = repack(&path, 1, "").unwrap();
+    assert_eq!(summary.entries, 2);
+    let out = parse(&stream);
+    assert_eq!(out[0].path, "a/b/up");
+    assert_eq!(out[0].kind, EntryType::Symlink);
+    assert_eq!(out[1].link.as_deref(), Some("."));
+}
+
+#[test]
+fn refuses_entries_through_or_over_symlinks() {
+    let (entry, reason, _) = refused(
+        &[
+            link(EntryType::Symlink, "pkg/d", "."),
+            link(EntryType::Symlink, "pkg/d/l", "../x"),
+        ],
+        1,
+    );
+    assert_eq!(entry, "pkg/d/l");
+    assert_eq!(reason, UnsafeReason::BelowSymlink("d".into()));
+
+    let (entry, reason, _) = refused(
+        &[
+            link(EntryType::Symlink, "pkg/d", "sub"),
+            file("pkg/d", 0o644, b"over"),
+        ],
+        1,
+    );
+    assert_eq!(entry, "pkg/d");
+    assert_eq!(reason, UnsafeReason::ReplacesSymlink);
+}
+
+#[test]
+fn refuses_hard_links_outside_or_to_unknown_entries() {
+    let (entry, reason, _) = refused(&[link(EntryType::Link, "pkg/passwd", "/etc/passwd")], 1);
+    assert_eq!(entry, "pkg/passwd");
+    assert_eq!(
+        reason,
+        UnsafeReason::UnknownHardLinkTarget("/etc/passwd".into())
+    );
+
+    let (entry, _, _) = refused(&[link(EntryType::Link, "pkg/up", "../outside")], 1);
+    assert_eq!(entry, "pkg/up");
+
+    // Target not seen (yet): order matters, as in tar itself.
+    let (entry, reason, _) = refused(
+        &[
+            link(EntryType::Link, "pkg/early", "pkg/file"),
+            file("pkg/file", 0o644, b"x"),
+        ],
+        1,
+    );
+    assert_eq!(entry, "pkg/early");
+    assert_eq!(
+        reason,
+        UnsafeReason::UnknownHardLinkTarget("pkg/file".into())
+    );
+
+    // Target removed by strip_components.
+    let (entry, _, _) = refused(
+        &[
+            file("top", 0o644, b"x"),
+            link(EntryType::Link, "pkg/l", "top"),
+        ],
+        1,
+    );
+    assert_eq!(entry, "pkg/l");
+
+    // Hard link to a directory.
+    let (entry, _, _) = refused(&[dir("pkg/d/"), link(EntryType::Link, "pkg/l", "pkg/d")], 1);
+    assert_eq!(entry, "pkg/l");
+}
+
+#[test]
+fn refuses_devices_and_fifos() {
+    for (kind, name) in [
+        (EntryType::Char, "character device"),
+        (EntryType::Block, "block device"),
+        (EntryType::Fifo, "fifo"),
+    ] {
+        let (entry, reason, message) = refused(
+            &[
+                dir("pkg/"),
+                Raw {
+                    name: b"pkg/dev/node",
+                    kind,
+                    mode: 0o600,
+                    link: b"",
+                    data: b"",
+                },
+            ],
+            1,
+        );
+        assert_eq!(entry, "pkg/dev/node");
+        assert_eq!(reason, UnsafeReason::UnsupportedType(name.into()));
+        assert!(message.contains(name), "{message}");
+    }
+}
+
+#[test]
+fn failed_stream_has_no_end_of_archive_marker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = raw_tar(&[
+        file("pkg/ok", 0o644, b"fine"),
+        file("pkg/../../bad", 0o644, b"x"),
+    ]);
+    let path = write(tmp.path(), "evil.tar", &tar);
+    let mut stream = Vec::new();
+    let err = repack_archive(&path, 1, Path::new(""), &mut stream).unwrap_err();
+    assert!(matches!(err, ArchiveError::UnsafeEntry { .. }), "{err:?}");
+    // One header and one data block for `ok`, and nothing else.
+    assert_eq!(stream.len(), 1024);
+}
+
+#[test]
+fn long_names_pax_and_gnu_and_zero_size_pax_headers() {
+    let long = format!("pkg/{}/file", "d".repeat(150));
+    let long_target = format!("{}/target", "t".repeat(120));
+
+    let mut builder = tar::Builder::new(Vec::new());
+    // pax global header, as written by `git archive`.
+    let mut global = Header::new_ustar();
+    global.set_path("pax_global_header").unwrap();
+    global.set_entry_type(EntryType::XGlobalHeader);
+    let record = b"52 comment=0123456789012345678901234567890123456789\n";
+    global.set_size(record.len() as u64);
+    global.set_cksum();
+    builder.append(&global, &record[..]).unwrap();
+    // GNU long name (the tar crate writes these for long paths in GNU headers).
+    let mut header = Header::new_gnu();
+    header.set_size(4);
+    header.set_mode(0o755);
+    builder
+        .append_data(&mut header, &long, &b"long"[..])
+        .unwrap();
+    // pax long name.
+    builder
+        .append_pax_extensions([("path", format!("pkg/pax/{}", "p".repeat(120)).as_bytes())])
+        .unwrap();
+    let mut header = Header::new_ustar();
+    header.set_path("pkg/pax/short").unwrap();
+    header.set_size(3);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append(&header, &b"pax"[..]).unwrap();
+    // Zero-size pax header before a regular entry.
+    let mut empty_pax = Header::new_ustar();
+    empty_pax.set_path("PaxHeaders/empty").unwrap();
+    empty_pax.set_entry_type(EntryType::XHeader);
+    empty_pax.set_size(0);
+    empty_pax.set_cksum();
+    builder.append(&empty_pax, std::io::empty()).unwrap();
+    let mut header = Header::new_ustar();
+    header.set_path("pkg/after-empty-pax").unwrap();
+    header.set_size(2);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append(&header, &b"ok"[..]).unwrap();
+    // Long symlink target, inside the root.
+    let mut header = Header::new_gnu();
+    header.set_entry_type(EntryType::Symlink);
+    header.set_mode(0o777);
+    header.set_size(0);
+    builder
+        .append_link(&mut header, format!("pkg/{long_target}-link"), &long_target)
+        .unwrap();
+    let tar = builder.into_inner().unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write(tmp.path(), "long.tar.gz", &gzip(&tar));
+    let (stream, summary) = repack(&path, 1, "x").unwrap();
+    let out = parse(&stream);
+    let paths: Vec<&str> = out.iter().map(|o| o.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "x".to_owned(),
+            format!("x/{}/file", "d".repeat(150)),
+            format!("x/pax/{}", "p".repeat(120)),
+            "x/after-empty-pax".to_owned(),
+            format!("x/{long_target}-link"),
+        ]
+    );
+    assert_eq!(out[1].data, b"long");
+    assert_eq!(out[1].mode, 0o755);
+    assert_eq!(out[2].data, b"pax");
+    assert_eq!(out[3].data, b"ok");
+    assert_eq!(out[4].link.as_deref(), Some(long_target.as_str()));
+    assert_eq!(summary.entries, 5);
+    assert_eq!(summary.bytes, 9);
+}
+
+#[test]
+fn unknown_format_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write(
+        tmp.path(),
+        "notes.tar.gz",
+        b"just some text, not an archive",
+    );
+    let err = repack(&path, 0, "").unwrap_err();
+    assert!(
+        matches!(&err, ArchiveError::UnknownFormat { path: p } if p == &path),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn corrupt_compressed_archive_is_a_read_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bytes = gzip(&good_entries());
+    let len = bytes.len();
+    bytes.truncate(len / 2);
+    let path = write(tmp.path(), "cut.tar.gz", &bytes);
+    let err = repack(&path, 1, "").unwrap_err();
+    assert!(
+        matches!(&err, ArchiveError::Read { path: p, .. } | ArchiveError::ReadEntry { path: p, .. } if p == &path),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn plain_file_is_placed_at_its_destination() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let patch = write(tmp.path(), "fix.patch", b"--- a\n+++ b\n");
+    std::fs::set_permissions(&patch, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let mut stream = Vec::new();
+    let summary = repack_file(&patch, Path::new("patches/fix.patch"), &mut stream).unwrap();
+    assert_eq!(
+        summary,
+        RepackSummary {
+            entries: 2,
+            bytes: 12
+        }
+    );
+    let out = parse(&stream);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].path, "patches");
+    assert_eq!(out[0].kind, EntryType::Directory);
+    assert_eq!(out[1].path, "patches/fix.patch");
+    assert_eq!(out[1].kind, EntryType::Regular);
+    assert_eq!(out[1].mode, 0o640);
+    assert_eq!(out[1].data, b"--- a\n+++ b\n");
+
+    for bad in ["../fix.patch", "/tmp/fix.patch", ""] {
+        let err = repack_file(&patch, Path::new(bad), Vec::new()).unwrap_err();
+        assert!(
+            matches!(&err, ArchiveError::InvalidDestination { dest, .. } if dest == Path::new(bad)),
+            "{bad}: {err:?}"
+        );
+    }
+}
