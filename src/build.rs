@@ -220,7 +220,7 @@ impl Default for BuildOptions {
 /// A per-build log file.
 pub struct BuildLog {
     path: PathBuf,
-    file: std::io::BufWriter<fs_err::File>,
+    file: std::io::LineWriter<fs_err::File>,
 }
 
 impl BuildLog {
@@ -235,7 +235,22 @@ impl BuildLog {
         let file = fs_err::File::create(&path).map_err(io(&path))?;
         Ok(BuildLog {
             path,
-            file: std::io::BufWriter::new(file),
+            file: std::io::LineWriter::new(file),
+        })
+    }
+
+    /// Opens an existing log to append to it.
+    pub fn append(path: &Path) -> Result<Self, BuildError> {
+        let file = fs_err::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|source| BuildError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(BuildLog {
+            path: path.to_path_buf(),
+            file: std::io::LineWriter::new(file),
         })
     }
 
@@ -289,7 +304,11 @@ pub(crate) async fn run_commands(
 }
 
 /// The container environment of a build or test: nothing from the host, only this.
-pub fn container_env(recipe: &Recipe, jobs: usize, source_date_epoch: u64) -> Vec<(String, String)> {
+pub fn container_env(
+    recipe: &Recipe,
+    jobs: usize,
+    source_date_epoch: u64,
+) -> Vec<(String, String)> {
     let mut env: BTreeMap<String, String> = [
         (
             "PATH",
@@ -484,9 +503,15 @@ impl Builder {
             .map_or(0, |d| d.as_secs());
         let mut log = BuildLog::create(
             &self.logs_dir(),
-            &format!("{}-{}-{stamp}-{}", recipe.runtime, recipe.version, self.run_id),
+            &format!(
+                "{}-{}-{stamp}-{}",
+                recipe.runtime, recipe.version, self.run_id
+            ),
         )?;
-        log.line(&format!("# {job} on stack {} ({})", recipe.stack, image.reference));
+        log.line(&format!(
+            "# {job} on stack {} ({})",
+            recipe.stack, image.reference
+        ));
 
         let cache_sources = std::path::absolute(self.cache_dir().join(crate::cache::SOURCES))
             .map_err(|source| BuildError::Io {

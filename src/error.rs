@@ -16,6 +16,18 @@ pub enum Error {
     /// A download failed.
     #[error(transparent)]
     Fetch(#[from] crate::fetch::FetchError),
+    /// A build, its test or its packaging failed.
+    #[error(transparent)]
+    Build(#[from] crate::build::BuildError),
+    /// A stack could not be loaded or its image made.
+    #[error(transparent)]
+    Stack(#[from] crate::stack::StackError),
+    /// The container engine failed or cannot be reached.
+    #[error(transparent)]
+    Docker(#[from] crate::docker::DockerError),
+    /// Publishing failed.
+    #[error(transparent)]
+    Publish(#[from] crate::publish::PublishError),
     /// The command line asks for something that cannot be done.
     #[error("{message}")]
     Usage {
@@ -46,9 +58,22 @@ pub enum Error {
 impl Error {
     /// The process exit code for this error: 2 for usage and recipe errors, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
+        use crate::stack::StackError;
+        let bad_stack = |e: &StackError| {
+            matches!(
+                e,
+                StackError::Parse { .. }
+                    | StackError::Invalid { .. }
+                    | StackError::UnknownStack { .. }
+            )
+        };
         match self {
             Error::Recipe(_) | Error::Usage { .. } => EXIT_USAGE,
-            Error::Fetch(_) | Error::Io { .. } | Error::Several { .. } => EXIT_FAILED,
+            Error::Stack(e) | Error::Build(crate::build::BuildError::Stack(e)) if bad_stack(e) => {
+                EXIT_USAGE
+            }
+            Error::Publish(crate::publish::PublishError::BadUrl(_)) => EXIT_USAGE,
+            _ => EXIT_FAILED,
         }
     }
 
@@ -58,6 +83,10 @@ impl Error {
             Error::Recipe(e) => e.hint(),
             Error::Fetch(e) => e.hint(),
             Error::Usage { hint, .. } => hint.clone(),
+            Error::Build(e) => e.hint(),
+            Error::Stack(e) => e.hint(),
+            Error::Docker(e) => e.hint(),
+            Error::Publish(e) => e.hint(),
             Error::Io { .. } | Error::Several { .. } => None,
         }
     }

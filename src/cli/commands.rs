@@ -14,7 +14,7 @@ use packager::report::Reporter;
 use packager::version::Version;
 
 use super::ui::{Ui, render_error};
-use super::{Cli, Command};
+use super::{BuildArgs, Cli, Command, StackCommand};
 
 fn out(text: &str) -> Result<(), Error> {
     let mut stdout = std::io::stdout().lock();
@@ -83,6 +83,12 @@ pub async fn run(cli: &Cli) -> Result<(), Error> {
                 }
             }
         }
+        Command::Build {
+            runtime,
+            version,
+            build: args,
+        } => build(cli, ui, runtime, version, args).await,
+        Command::Stack { command } => stack_command(cli, ui, command).await,
         Command::Checksum { target } => {
             let is_url = target.starts_with("http://") || target.starts_with("https://");
             let (hex, _) = if is_url {
@@ -158,4 +164,169 @@ fn list(recipes: &Path, runtime: Option<&str>, json: bool) -> Result<(), Error> 
         }
     }
     Ok(())
+}
+
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{:08x}",
+        (nanos as u64 ^ (std::process::id() as u64) << 32) & 0xffff_ffff
+    )
+}
+
+async fn build(
+    cli: &Cli,
+    ui: Arc<Ui>,
+    runtime: &str,
+    version: &str,
+    args: &BuildArgs,
+) -> Result<(), Error> {
+    use packager::build::{BuildLog, BuildOptions, Builder, remove_orphans};
+    use packager::publish::{Artifact, LocalStore, Outcome, Store};
+
+    let g = &cli.global;
+    let store = LocalStore::from_url(&args.store)?;
+    let catalogue = Catalogue::open(&g.recipes)?;
+    let version: Version = version.parse().map_err(|e| Error::Usage {
+        message: format!("{e}"),
+        hint: Some(format!("`packager list {runtime}` shows the versions")),
+    })?;
+    let jobs = args
+        .make_jobs
+        .unwrap_or_else(|| LoadOptions::default().jobs)
+        .max(1);
+    let recipe = catalogue.load(runtime, &version, &LoadOptions { jobs })?;
+    warn_recipe(&*ui, &recipe);
+    let source_date_epoch = packager::package::mtime_from_source_date_epoch(
+        std::env::var("SOURCE_DATE_EPOCH").ok().as_deref(),
+    )
+    .map_err(|e| Error::Usage {
+        message: e.to_string(),
+        hint: Some("SOURCE_DATE_EPOCH must be a number of seconds since 1970".into()),
+    })?;
+
+    let docker = packager::docker::Docker::connect().await?;
+    let orphans = remove_orphans(&docker).await?;
+    if !orphans.is_empty() {
+        ui.info(&format!(
+            "removed {} container(s) left by killed runs",
+            orphans.len()
+        ));
+    }
+    let builder = Builder {
+        docker: docker.clone(),
+        fetcher: Arc::new(fetcher(g, ui.clone())?),
+        recipes_dir: g.recipes.clone(),
+        reporter: ui.clone(),
+        run_id: run_id(),
+        jobs,
+    };
+    let opts = BuildOptions {
+        keep: args.keep,
+        source_date_epoch,
+    };
+    let built = builder.build(&recipe, &opts).await?;
+
+    let job = format!("{} {}", recipe.runtime, recipe.version);
+    let stack = packager::stack::load(&g.recipes, &recipe.stack)?;
+    let run_image = stack
+        .ensure_run_image(&docker, &mut |line: &str| ui.output(&job, line))
+        .await?;
+    let mut log = BuildLog::append(&built.log)?;
+    packager::test::test_artifact(
+        &docker,
+        &run_image.reference,
+        &recipe,
+        &built.artifact.path,
+        &builder.run_id,
+        source_date_epoch,
+        &mut log,
+        &*ui,
+    )
+    .await?;
+
+    let published = store
+        .publish(
+            &Artifact {
+                path: built.artifact.path.clone(),
+                name: recipe.artifact.clone(),
+                stack: recipe.stack.clone(),
+                sha256: built.artifact.sha256.clone(),
+                size: built.artifact.size,
+            },
+            args.force,
+        )
+        .await?;
+    match published.outcome {
+        Outcome::Published => ui.info(&format!("published {}", published.location)),
+        Outcome::AlreadyPublished => ui.warn(&format!(
+            "{} was already published with the same content",
+            published.location
+        )),
+        Outcome::Replaced => ui.warn(&format!("replaced {} (--force)", published.location)),
+    }
+    out(&format!(
+        "{}  {}  sha256:{}",
+        published.location, built.artifact.size, built.artifact.sha256
+    ))
+}
+
+async fn stack_command(cli: &Cli, ui: Arc<Ui>, command: &StackCommand) -> Result<(), Error> {
+    use packager::stack::{ImageSource, Role};
+    let recipes = &cli.global.recipes;
+    match command {
+        StackCommand::List => {
+            let stacks = packager::stack::load_all(recipes)?;
+            // The engine is optional here: without it, presence is unknown.
+            let docker = packager::docker::Docker::connect().await.ok();
+            for s in stacks {
+                let kind = match &s.build {
+                    ImageSource::Prebuilt { image } => format!("image {image}"),
+                    ImageSource::Dockerfile { path } => format!("dockerfile {path}"),
+                    ImageSource::Bootstrap(b) => format!("bootstrap {} ({})", b.suite, b.variant),
+                };
+                let mut images = Vec::new();
+                for role in [Role::Build, Role::Run] {
+                    if role == Role::Run && s.run.is_none() {
+                        continue;
+                    }
+                    let reference = s.image_reference(role);
+                    let state = match &docker {
+                        Some(d) => match d.image_exists(&reference).await? {
+                            true => "present",
+                            false => "absent",
+                        },
+                        None => "engine unreachable",
+                    };
+                    images.push(format!("{reference} ({state})"));
+                }
+                out(&format!("{}\t{kind}\t{}", s.name, images.join(", ")))?;
+            }
+            Ok(())
+        }
+        StackCommand::Build { name } => {
+            let stack = packager::stack::load(recipes, name)?;
+            let docker = packager::docker::Docker::connect().await?;
+            let job = format!("stack {name}");
+            for role in [Role::Build, Role::Run] {
+                if role == Role::Run && stack.run.is_none() {
+                    continue;
+                }
+                let step = format!("{role:?}").to_lowercase();
+                let started = std::time::Instant::now();
+                ui.step_started(&job, &step);
+                let image = stack
+                    .ensure_image(&docker, role, &mut |line: &str| ui.output(&job, line))
+                    .await?;
+                ui.step_finished(&job, &step, started.elapsed());
+                out(&format!(
+                    "{}  {:?}  {}  {} bytes",
+                    image.reference, image.outcome, image.id, image.size
+                ))?;
+            }
+            Ok(())
+        }
+    }
 }

@@ -100,11 +100,59 @@ pub enum Command {
         #[arg(short, long, default_value_t = 4)]
         jobs: usize,
     },
+    /// Build one version in a clean container, test it and publish it to the store
+    Build {
+        /// The runtime
+        runtime: String,
+        /// The version
+        version: String,
+        #[command(flatten)]
+        build: BuildArgs,
+    },
+    /// Builder images (stacks): list them, or build one ahead of time
+    Stack {
+        #[command(subcommand)]
+        command: StackCommand,
+    },
     /// Print the sha256 of a URL or a file (to compare with an authoritative checksum)
     Checksum {
         /// An http(s) URL or a local file
         #[arg(value_name = "URL|FILE")]
         target: String,
+    },
+}
+
+/// Options of commands that build.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Where artifacts are published: a folder or a file:// URL
+    #[arg(
+        long,
+        env = "PACKAGER_STORE",
+        default_value = "dist",
+        value_name = "URL"
+    )]
+    pub store: String,
+    /// Replace an artifact the store has with different content
+    #[arg(long)]
+    pub force: bool,
+    /// Keep the container of a failed build, to look inside it
+    #[arg(long)]
+    pub keep: bool,
+    /// Parallel compile jobs inside the build ({jobs}, $JOBS); default: the number of CPUs
+    #[arg(long, value_name = "N")]
+    pub make_jobs: Option<usize>,
+}
+
+/// `packager stack …`
+#[derive(Debug, Subcommand)]
+pub enum StackCommand {
+    /// List the stacks in the recipes folder, with their image tags and whether they exist
+    List,
+    /// Build (or import) a stack's build and run images now; an unchanged stack is reused
+    Build {
+        /// The stack (a folder under recipes/stacks)
+        name: String,
     },
 }
 

@@ -66,6 +66,7 @@ pub struct Ui {
     verbose: bool,
     multi: MultiProgress,
     bars: Mutex<HashMap<u64, ProgressBar>>,
+    steps: Mutex<HashMap<String, ProgressBar>>,
 }
 
 impl Ui {
@@ -82,6 +83,7 @@ impl Ui {
             verbose: global.verbose > 0,
             multi: MultiProgress::with_draw_target(target),
             bars: Mutex::new(HashMap::new()),
+            steps: Mutex::new(HashMap::new()),
         }
     }
 
@@ -134,6 +136,58 @@ impl Reporter for Ui {
     fn info(&self, message: &str) {
         if self.verbose {
             self.line(message);
+        }
+    }
+
+    fn step_started(&self, job: &str, step: &str) {
+        if self.quiet {
+            return;
+        }
+        if self.multi.is_hidden() {
+            self.line(&format!("{job}: {step}…"));
+            return;
+        }
+        let bar = ProgressBar::new_spinner()
+            .with_style(
+                ProgressStyle::with_template("{spinner} {msg} {elapsed:>4}")
+                    .expect("valid template"),
+            )
+            .with_message(format!("{job}: {step}"));
+        let bar = self.multi.add(bar);
+        bar.enable_steady_tick(Duration::from_millis(120));
+        self.steps
+            .lock()
+            .expect("steps lock")
+            .insert(job.to_string(), bar);
+    }
+
+    fn step_finished(&self, job: &str, step: &str, elapsed: Duration) {
+        if let Some(bar) = self.steps.lock().expect("steps lock").remove(job) {
+            bar.finish_and_clear();
+            self.multi.remove(&bar);
+        }
+        if !self.quiet {
+            self.line(&format!(
+                "{job}: {step} {DIM}done in {:.1}s{DIM:#}",
+                elapsed.as_secs_f64()
+            ));
+        }
+    }
+
+    fn output(&self, _job: &str, line: &str) {
+        if self.verbose {
+            self.line(&format!("{DIM}  | {DIM:#}{line}"));
+        }
+    }
+}
+
+impl Drop for Ui {
+    fn drop(&mut self) {
+        // Spinners of steps that never finished (a failure) must not stay on screen.
+        if let Ok(mut steps) = self.steps.lock() {
+            for (_, bar) in steps.drain() {
+                bar.finish_and_clear();
+            }
         }
     }
 }

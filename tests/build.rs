@@ -1,0 +1,481 @@
+//! `packager build` on the real Docker engine, with fixture runtimes served from loopback and
+//! the small `mini` test stack (tests/stacks/mini), bootstrapped from Debian packages if absent.
+//! These tests need Docker: without it they fail, loudly.
+
+mod common;
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::fixture::{c_project, hostile_tarball, tarball};
+use common::{Route, Server, Workspace, sha256_hex, stderr, stdout};
+use packager::docker::Docker;
+use packager::package::{EntryKind, list_artifact};
+
+fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Runtime::new().unwrap())
+}
+
+fn docker() -> Docker {
+    rt().block_on(Docker::connect()).unwrap_or_else(|e| {
+        panic!("these tests need a Docker engine (DOCKER_HOST or /var/run/docker.sock): {e}")
+    })
+}
+
+/// A workspace with the mini stack, whose image is made once per test binary.
+fn workspace() -> Workspace {
+    let ws = Workspace::new();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stacks/mini/stack.toml");
+    ws.write(
+        "stacks/mini/stack.toml",
+        &std::fs::read_to_string(manifest).unwrap(),
+    );
+    static STACK: OnceLock<()> = OnceLock::new();
+    STACK.get_or_init(|| {
+        let o = ws.run(&["stack", "build", "mini"]);
+        assert!(o.status.success(), "stack build mini: {}", stderr(&o));
+    });
+    ws
+}
+
+/// Serves a fixture C project and writes its recipe; returns the tarball's sha256.
+fn fixture(ws: &Workspace, server: &Server, runtime: &str, extra: &str) -> String {
+    let top = format!("{runtime}-1.0.0");
+    let tgz = tarball(&top, &c_project(runtime, "1.0.0"));
+    let sum = sha256_hex(&tgz);
+    let url = server.route(&format!("/{top}.tar.gz"), Route::Body(tgz));
+    ws.write(
+        &format!("{runtime}/1.0.0.toml"),
+        &format!(
+            r#"stack = "mini"
+[source]
+url = "{url}"
+sha256 = "{sum}"
+[test]
+commands = ["{runtime} --version | grep -x '{runtime} 1.0.0'", "{{prefix}}/bin/{runtime}-link tester | grep -x 'hello, tester'"]
+{extra}"#
+        ),
+    );
+    sum
+}
+
+/// Containers of a runtime still on the engine.
+fn containers_of(docker: &Docker, runtime: &str) -> Vec<String> {
+    rt().block_on(docker.list_containers(&[("packager.runtime", Some(runtime))]))
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+}
+
+#[test]
+fn builds_tests_and_publishes_a_fixture() {
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    fixture(&ws, &server, "fixture-ok", "");
+    let store = ws.dir.path().join("store");
+    let o = ws.run(&[
+        "build",
+        "fixture-ok",
+        "1.0.0",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let artifact = store.join("mini/fixture-ok-1.0.0.tar.gz");
+    let line = stdout(&o);
+    assert!(
+        line.starts_with(&format!("{}  ", artifact.display())),
+        "{line}"
+    );
+    let sha = sha256_hex(&std::fs::read(&artifact).unwrap());
+    assert!(
+        line.trim_end().ends_with(&format!("sha256:{sha}")),
+        "{line}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(store.join("mini/fixture-ok-1.0.0.tar.gz.sha256")).unwrap(),
+        format!("{sha}  fixture-ok-1.0.0.tar.gz\n")
+    );
+
+    let entries = list_artifact(&artifact).unwrap();
+    let paths: Vec<String> = entries
+        .iter()
+        .map(|e| e.path.to_string_lossy().into_owned())
+        .collect();
+    let mut sorted = paths.clone();
+    sorted.sort();
+    assert_eq!(paths, sorted, "entries are sorted");
+    for want in [
+        "bin/fixture-ok",
+        "bin/fixture-ok-link",
+        "include/greet.h",
+        "lib/libfixture-ok.a",
+        "share/fixture-ok/README",
+    ] {
+        assert!(
+            paths.iter().any(|p| p.trim_end_matches('/') == want),
+            "{want} in {paths:?}"
+        );
+    }
+    assert!(
+        !paths.iter().any(|p| p.starts_with("app")),
+        "relative to the prefix: {paths:?}"
+    );
+    let bin = entries
+        .iter()
+        .find(|e| e.path == Path::new("bin/fixture-ok"))
+        .unwrap();
+    assert_eq!(bin.mode & 0o111, 0o111, "executable bit kept");
+    let link = entries
+        .iter()
+        .find(|e| e.path == Path::new("bin/fixture-ok-link"))
+        .unwrap();
+    assert_eq!(link.kind, EntryKind::Symlink);
+    assert_eq!(link.link_target.as_deref(), Some(Path::new("fixture-ok")));
+
+    // The artifact's header fields are normalised.
+    let gz = flate2::read::GzDecoder::new(std::fs::File::open(&artifact).unwrap());
+    let mut ar = tar::Archive::new(gz);
+    for e in ar.entries().unwrap() {
+        let e = e.unwrap();
+        let h = e.header();
+        assert_eq!((h.uid().unwrap(), h.gid().unwrap()), (0, 0));
+        assert_eq!(h.mtime().unwrap(), packager::package::DEFAULT_MTIME);
+        assert!(h.username().unwrap().unwrap_or("").is_empty());
+    }
+
+    // A log of the build (with the test phase) is in the cache.
+    let logs: Vec<_> = std::fs::read_dir(ws.cache().join("logs"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(logs.len(), 1);
+    let log = std::fs::read_to_string(logs[0].path()).unwrap();
+    assert!(
+        log.contains("configured fixture-ok 1.0.0 for /app"),
+        "{log}"
+    );
+    assert!(log.contains("hello, tester"), "the test phase ran: {log}");
+    assert!(
+        containers_of(&docker, "fixture-ok").is_empty(),
+        "no container left"
+    );
+}
+
+#[test]
+fn two_builds_from_scratch_are_bit_for_bit_identical() {
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    fixture(&ws, &server, "fixture-repro", "");
+    let mut sums = Vec::new();
+    for store in ["a", "b"] {
+        let store = ws.dir.path().join(store);
+        let o = ws.run(&[
+            "build",
+            "fixture-repro",
+            "1.0.0",
+            "--store",
+            store.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        sums.push(sha256_hex(
+            &std::fs::read(store.join("mini/fixture-repro-1.0.0.tar.gz")).unwrap(),
+        ));
+    }
+    assert_eq!(sums[0], sums[1]);
+
+    // Publishing the same bytes again is a no-op; different bytes are refused.
+    let a = ws.dir.path().join("a");
+    let o = ws.run(&[
+        "build",
+        "fixture-repro",
+        "1.0.0",
+        "--store",
+        a.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("already published"), "{}", stderr(&o));
+    let o = ws
+        .cmd()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args([
+            "build",
+            "fixture-repro",
+            "1.0.0",
+            "--store",
+            a.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("already exists with different content"),
+        "{err}"
+    );
+    assert!(err.contains(&sums[0]), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(
+        sha256_hex(&std::fs::read(a.join("mini/fixture-repro-1.0.0.tar.gz")).unwrap()),
+        sums[0],
+        "the stored artifact is unchanged"
+    );
+    assert!(containers_of(&docker, "fixture-repro").is_empty());
+}
+
+#[test]
+fn a_failing_configure_names_the_phase_and_leaves_no_container() {
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    fixture(
+        &ws,
+        &server,
+        "fixture-fail",
+        "[build]\nconfigure = [\"./configure --prefix={prefix} --fail\"]\n",
+    );
+    let o = ws.run(&["build", "fixture-fail", "1.0.0"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("error: configure of fixture-fail 1.0.0 failed"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`./configure --prefix=/app --fail` exited with code 3"),
+        "{err}"
+    );
+    assert!(
+        err.contains("configure: error: asked to fail"),
+        "the log tail: {err}"
+    );
+    assert!(err.contains("full log: "), "{err}");
+    assert!(
+        err.contains("hint: debug it in the same environment: `packager shell fixture-fail 1.0.0`"),
+        "{err}"
+    );
+    assert!(
+        containers_of(&docker, "fixture-fail").is_empty(),
+        "no container left"
+    );
+    assert!(!ws.dir.path().join("dist").exists(), "nothing published");
+}
+
+#[test]
+fn a_failing_test_publishes_nothing() {
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    fixture(&ws, &server, "fixture-badtest", "");
+    let recipe = ws.recipes().join("fixture-badtest/1.0.0.toml");
+    let text = std::fs::read_to_string(&recipe).unwrap();
+    std::fs::write(
+        &recipe,
+        text.replace("grep -x 'hello, tester'", "grep -x 'goodbye'"),
+    )
+    .unwrap();
+    let o = ws.run(&["build", "fixture-badtest", "1.0.0"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("test of fixture-badtest 1.0.0 failed"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!ws.dir.path().join("dist").exists(), "nothing published");
+    assert!(containers_of(&docker, "fixture-badtest").is_empty());
+}
+
+#[test]
+fn builds_have_no_network_and_no_host_environment() {
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    fixture(
+        &ws,
+        &server,
+        "fixture-env",
+        r#"[build]
+configure = [
+  "env | sort",
+  "ls /sys/class/net",
+  "test \"$(ls /sys/class/net)\" = lo",
+  "./configure --prefix={prefix}",
+]
+env = { FROM_RECIPE = "yes" }
+"#,
+    );
+    let o = ws
+        .cmd()
+        .env("AWS_ACCESS_KEY_ID", "AKIAHOSTKEY")
+        .env("AWS_SECRET_ACCESS_KEY", "host-secret-value")
+        .env("HOST_ONLY_VARIABLE", "leaked")
+        .args(["-v", "build", "fixture-env", "1.0.0"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "only loopback inside: {}", stderr(&o));
+    let log = stderr(&o);
+    assert!(
+        log.contains("PREFIX=/app") && log.contains("FROM_RECIPE=yes"),
+        "{log}"
+    );
+    assert!(
+        log.contains("JOBS=") && log.contains("SOURCE_DATE_EPOCH="),
+        "{log}"
+    );
+    for leak in [
+        "AWS_",
+        "AKIAHOSTKEY",
+        "host-secret-value",
+        "HOST_ONLY_VARIABLE",
+    ] {
+        assert!(!log.contains(leak), "{leak} leaked into the build: {log}");
+    }
+
+    // With `network = true` the container has a network interface besides loopback.
+    fixture(
+        &ws,
+        &server,
+        "fixture-net",
+        "[build]\nnetwork = true\nconfigure = [\"ls /sys/class/net | grep -vx lo\", \"./configure --prefix={prefix}\"]\n",
+    );
+    let o = ws.run(&["build", "fixture-net", "1.0.0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(containers_of(&docker, "fixture-env").is_empty());
+    assert!(containers_of(&docker, "fixture-net").is_empty());
+}
+
+#[test]
+fn hostile_source_archives_are_refused() {
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    for (kind, entry) in [
+        ("dotdot", "../../escape"),
+        ("absolute", "/tmp/escape-absolute"),
+        ("symlink", "link"),
+    ] {
+        let runtime = format!("evil-{kind}");
+        let tgz = hostile_tarball(kind);
+        let sum = sha256_hex(&tgz);
+        let url = server.route(&format!("/{runtime}.tar.gz"), Route::Body(tgz));
+        ws.write(
+            &format!("{runtime}/1.0.0.toml"),
+            &format!("stack = \"mini\"\n[source]\nurl = \"{url}\"\nsha256 = \"{sum}\"\n"),
+        );
+        let o = ws.run(&["build", &runtime, "1.0.0", "--keep"]);
+        assert_eq!(o.status.code(), Some(1), "{kind}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("cannot unpack the sources"), "{kind}: {err}");
+        assert!(err.contains(entry), "{kind}: the entry is named: {err}");
+        // The kept container shows nothing was written outside the work directory.
+        let kept = containers_of(&docker, &runtime);
+        assert_eq!(kept.len(), 1, "{kind}: --keep keeps the container");
+        let check = std::process::Command::new("docker")
+            .args(["exec", &kept[0], "sh", "-c"])
+            .arg("test ! -e /escape && test ! -e /build/escape && test ! -e /tmp/escape-absolute && test ! -e /build/src/link")
+            .status()
+            .unwrap();
+        rt().block_on(docker.remove_container(&kept[0])).unwrap();
+        assert!(check.success(), "{kind}: something was written");
+    }
+}
+
+#[test]
+fn sigint_during_a_build_exits_130_and_removes_the_container() {
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    fixture(
+        &ws,
+        &server,
+        "fixture-sigint",
+        "[build]\nbuild = [\"sleep 120\"]\n",
+    );
+    let child = ws
+        .cmd()
+        .args(["-v", "build", "fixture-sigint", "1.0.0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // If this test fails half-way, the build must not outlive it.
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &self.0.to_string()])
+                .status();
+        }
+    }
+    let _guard = KillOnDrop(child.id());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let logs = std::fs::read_dir(ws.cache().join("logs"))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        if logs.iter().any(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .contains("$ sleep 120")
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the build never reached its build phase"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(containers_of(&docker, "fixture-sigint").len(), 1);
+    let started = Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(
+        containers_of(&docker, "fixture-sigint").is_empty(),
+        "container removed"
+    );
+}
+
+#[test]
+fn an_unchanged_stack_is_not_rebuilt() {
+    let ws = workspace();
+    let o = ws.run(&["stack", "build", "mini"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Reused"), "{}", stdout(&o));
+    let o = ws.run(&["stack", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("mini\tbootstrap bookworm"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("(present)"), "{}", stdout(&o));
+}
+
+#[test]
+fn docker_unreachable_is_a_clear_error() {
+    let server = Server::start();
+    let ws = Workspace::new();
+    fixture(&ws, &server, "fixture-nodocker", "");
+    let o = ws
+        .cmd()
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .args(["build", "fixture-nodocker", "1.0.0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("DOCKER_HOST"), "{}", stderr(&o));
+}
