@@ -110,26 +110,12 @@ pub enum BuildError {
         source: ArchiveError,
     },
     /// A command of a phase exited non-zero.
-    #[error(
-        "{phase} of {job} failed: `{command}` exited with code {exit_code}\n{tail}\nfull log: {}",
-        log.display(),
-        tail = tail_block(tail)
-    )]
+    #[error("{phase} of {failure}")]
     Phase {
-        /// `runtime version`.
-        job: String,
         /// The phase.
         phase: Phase,
-        /// The command that failed.
-        command: String,
-        /// Its exit code.
-        exit_code: i64,
-        /// The last lines of output.
-        tail: Vec<String>,
-        /// The log file.
-        log: PathBuf,
-        /// What to run to debug it.
-        debug: String,
+        /// What failed.
+        failure: Box<Failure>,
     },
     /// The artifact could not be made.
     #[error("cannot package the prefix of {job}")]
@@ -141,25 +127,8 @@ pub enum BuildError {
         source: PackageError,
     },
     /// A test command failed.
-    #[error(
-        "test of {job} failed: `{command}` exited with code {exit_code}\n{tail}\nfull log: {}",
-        log.display(),
-        tail = tail_block(tail)
-    )]
-    Test {
-        /// `runtime version`.
-        job: String,
-        /// The command that failed.
-        command: String,
-        /// Its exit code.
-        exit_code: i64,
-        /// The last lines of output.
-        tail: Vec<String>,
-        /// The log file.
-        log: PathBuf,
-        /// What to run to debug it.
-        debug: String,
-    },
+    #[error("test of {0}")]
+    Test(Box<Failure>),
     /// The log or a work file could not be written.
     #[error("cannot write {}", path.display())]
     Io {
@@ -169,6 +138,37 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A command that exited non-zero in a build or test container.
+#[derive(Debug)]
+pub struct Failure {
+    /// `runtime version`.
+    pub job: String,
+    /// The command.
+    pub command: String,
+    /// Its exit code.
+    pub exit_code: i64,
+    /// The last lines of its output.
+    pub tail: Vec<String>,
+    /// The log file.
+    pub log: PathBuf,
+    /// What to run to debug it.
+    pub debug: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} failed: `{}` exited with code {}\n{}\nfull log: {}",
+            self.job,
+            self.command,
+            self.exit_code,
+            tail_block(&self.tail),
+            self.log.display()
+        )
+    }
 }
 
 fn tail_block(tail: &[String]) -> String {
@@ -188,8 +188,8 @@ impl BuildError {
             BuildError::Fetch(e) => e.hint(),
             BuildError::Stack(e) => e.hint(),
             BuildError::Docker(e) => e.hint(),
-            BuildError::Phase { debug, .. } | BuildError::Test { debug, .. } => {
-                Some(debug.clone())
+            BuildError::Phase { failure, .. } | BuildError::Test(failure) => {
+                Some(failure.debug.clone())
             }
             BuildError::Unpack { .. } => Some(
                 "the source archive is refused as unsafe or unreadable; check the recipe's URL and checksum".into(),
@@ -545,8 +545,8 @@ impl Builder {
                 let _ = log.flush();
                 if opts.keep {
                     let id = container.keep();
-                    if let BuildError::Phase { debug, .. } = &mut e {
-                        *debug = format!(
+                    if let BuildError::Phase { failure, .. } = &mut e {
+                        failure.debug = format!(
                             "the container is kept: `packager shell --attach {}` to look inside, `docker rm -f {}` when done",
                             short(&id),
                             short(&id)
@@ -589,16 +589,18 @@ impl Builder {
             {
                 let after = previous.map_or(String::new(), |p| format!(" --after {p}"));
                 return Err(BuildError::Phase {
-                    job: job.to_string(),
                     phase,
-                    command,
-                    exit_code,
-                    tail,
-                    log: log.path().to_path_buf(),
-                    debug: format!(
-                        "debug it in the same environment: `packager shell {} {}{after}` (or rerun with --keep)",
-                        recipe.runtime, recipe.version
-                    ),
+                    failure: Box::new(Failure {
+                        job: job.to_string(),
+                        command,
+                        exit_code,
+                        tail,
+                        log: log.path().to_path_buf(),
+                        debug: format!(
+                            "debug it in the same environment: `packager shell {} {}{after}` (or rerun with --keep)",
+                            recipe.runtime, recipe.version
+                        ),
+                    }),
                 });
             }
             reporter.step_finished(job, phase.name(), started.elapsed());

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::build::{BuildError, BuildLog, container_env, labels, run_commands};
+use crate::build::{BuildError, BuildLog, Failure, container_env, labels, run_commands};
 use crate::docker::{ContainerSpec, Docker, ExecSpec};
 use crate::recipe::Recipe;
 use crate::report::Reporter;
@@ -50,7 +50,7 @@ pub async fn test_artifact(
         if let Some((command, exit_code, tail)) =
             run_commands(&container, &recipe.test.commands, "/", &job, log, reporter).await?
         {
-            return Err(BuildError::Test {
+            return Err(BuildError::Test(Box::new(Failure {
                 job: job.clone(),
                 command,
                 exit_code,
@@ -60,7 +60,7 @@ pub async fn test_artifact(
                     "the artifact was not published; reproduce with `packager build {} {} -v`",
                     recipe.runtime, recipe.version
                 ),
-            });
+            })));
         }
         Ok(())
     }
