@@ -55,8 +55,14 @@ fn recipe_reference_snippets_parse_and_load() {
 fn readme_snippets_parse() {
     for doc in ["README.md"] {
         let path = format!("{}/{doc}", env!("CARGO_MANIFEST_DIR"));
-        for (file, body) in snippets(&path) {
+        let all = snippets(&path);
+        assert!(all.iter().filter(|(f, _)| f.starts_with("stacks/")).count() >= 3);
+        for (file, body) in all {
             let _: toml::Table = body.parse().unwrap_or_else(|e| panic!("{doc} {file}: {e}"));
+            if file.starts_with("stacks/") {
+                packager::stack::parse_manifest(&body, std::path::Path::new(&file))
+                    .unwrap_or_else(|e| panic!("{doc} {file}: {e}"));
+            }
         }
     }
 }
