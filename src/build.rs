@@ -476,7 +476,9 @@ impl Builder {
         self.cache_dir().join("logs")
     }
 
-    /// Builds `recipe` into an artifact in a fresh container.
+    /// Builds `recipe` into an artifact in a fresh container, then tests the artifact in
+    /// another fresh container from the stack's run image. The test container is started while
+    /// the build runs, and the build container removed while the test runs.
     pub async fn build(&self, recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> {
         let job = format!("{} {}", recipe.runtime, recipe.version);
         let reporter = &*self.reporter;
@@ -484,11 +486,45 @@ impl Builder {
         let started = Instant::now();
         reporter.step_started(&job, "stack");
         let stack = stack::load(&self.recipes_dir, &recipe.stack)?;
+        let mut progress = |line: &str| reporter.output(&job, line);
         let image = stack
-            .ensure_build_image(&self.docker, &mut |line: &str| reporter.output(&job, line))
+            .ensure_build_image(&self.docker, &mut progress)
             .await?;
+        let run_image = stack.ensure_run_image(&self.docker, &mut progress).await?;
         reporter.step_finished(&job, "stack", started.elapsed());
 
+        let (built, tester) = tokio::join!(
+            self.build_only(recipe, opts, &job, image),
+            crate::test::TestContainer::start(
+                &self.docker,
+                &run_image.reference,
+                recipe,
+                &self.run_id,
+                opts.source_date_epoch,
+            )
+        );
+        let (built, container) = built?;
+        let tester = tester?;
+        let mut log = BuildLog::append(&built.log)?;
+        let (removed, tested) = tokio::join!(
+            container.remove(),
+            tester.run(recipe, &built.artifact.path, &mut log, reporter)
+        );
+        tested?;
+        removed?;
+        Ok(built)
+    }
+
+    /// Fetches, builds and packages; returns the still-running build container too.
+    async fn build_only(
+        &self,
+        recipe: &Recipe,
+        opts: &BuildOptions,
+        job: &str,
+        image: EnsuredImage,
+    ) -> Result<(Built, ContainerGuard), BuildError> {
+        let job = job.to_string();
+        let reporter = &*self.reporter;
         let started = Instant::now();
         reporter.step_started(&job, "fetch");
         let downloads = Download::for_recipe(recipe);
@@ -530,16 +566,16 @@ impl Builder {
             .build_in(&container, recipe, opts, &job, &fetched, &mut log)
             .await;
         match result {
-            Ok(artifact) => {
-                container.remove().await?;
-                Ok(Built {
+            Ok(artifact) => Ok((
+                Built {
                     artifact: artifact.0,
                     log: log.path().to_path_buf(),
                     build_image: image,
                     fetched,
                     work: artifact.1,
-                })
-            }
+                },
+                container,
+            )),
             Err(mut e) => {
                 log.line(&format!("# failed: {e}"));
                 let _ = log.flush();
@@ -570,12 +606,18 @@ impl Builder {
         log: &mut BuildLog,
     ) -> Result<(package::Artifact, tempfile::TempDir), BuildError> {
         let reporter = &*self.reporter;
-        let setup = ExecSpec::shell(format!("mkdir -p {SOURCE_DIR} '{}'", recipe.prefix));
-        container.exec(&setup, &mut |_, _| {}).await?.check()?;
-
+        // The engine made the working directory (SOURCE_DIR); the prefix is made while the
+        // sources are sent.
         let started = Instant::now();
         reporter.step_started(job, "unpack");
-        self.unpack(container, recipe, job, fetched).await?;
+        let setup = ExecSpec::shell(format!("mkdir -p '{}'", recipe.prefix));
+        let mut quiet = |_: OutputStream, _: &str| {};
+        let (made, unpacked) = tokio::join!(
+            container.exec(&setup, &mut quiet),
+            self.unpack(container, recipe, job, fetched)
+        );
+        made?.check()?;
+        unpacked?;
         reporter.step_finished(job, "unpack", started.elapsed());
 
         let mut previous: Option<Phase> = None;

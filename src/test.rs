@@ -6,67 +6,85 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::build::{BuildError, BuildLog, Failure, container_env, labels, run_commands};
-use crate::docker::{ContainerSpec, Docker, ExecSpec};
+use crate::docker::{ContainerGuard, ContainerSpec, Docker};
 use crate::recipe::Recipe;
 use crate::report::Reporter;
 
-/// Runs the recipe's test commands against `artifact` in a fresh container from `image`.
-/// Output goes to `log` and the reporter. Recipes without test commands pass.
-#[allow(clippy::too_many_arguments)]
-pub async fn test_artifact(
-    docker: &Docker,
-    image: &str,
-    recipe: &Recipe,
-    artifact: &Path,
-    run_id: &str,
-    source_date_epoch: u64,
-    log: &mut BuildLog,
-    reporter: &dyn Reporter,
-) -> Result<(), BuildError> {
-    let job = format!("{} {}", recipe.runtime, recipe.version);
-    let started = Instant::now();
-    reporter.step_started(&job, "test");
-    log.line(&format!("# == test in {image}"));
-    let mut spec = ContainerSpec::new(image.to_string());
-    spec.labels = labels(recipe, run_id, "test");
-    spec.env = container_env(recipe, 1, source_date_epoch);
-    spec.working_dir = Some("/".into());
-    spec.network = false;
-    let container = docker.create_container(&spec).await?;
-    container.start().await?;
-    let result = async {
-        let setup = ExecSpec::shell(format!("mkdir -p '{}'", recipe.prefix));
-        container.exec(&setup, &mut |_, _| {}).await?.check()?;
-        // The engine extracts gzip-compressed tar archives itself.
-        let file = tokio::fs::File::open(artifact)
-            .await
-            .map_err(|source| BuildError::Io {
-                path: artifact.to_path_buf(),
-                source,
-            })?;
-        container
-            .upload(&recipe.prefix, tokio_util::io::ReaderStream::new(file))
-            .await?;
-        if let Some((command, exit_code, tail)) =
-            run_commands(&container, &recipe.test.commands, "/", &job, log, reporter).await?
-        {
-            return Err(BuildError::Test(Box::new(Failure {
-                job: job.clone(),
-                command,
-                exit_code,
-                tail,
-                log: log.path().to_path_buf(),
-                debug: format!(
-                    "the artifact was not published; reproduce with `packager build {} {} -v`",
-                    recipe.runtime, recipe.version
-                ),
-            })));
+/// A started test container, waiting for an artifact.
+pub struct TestContainer {
+    container: ContainerGuard,
+    image: String,
+}
+
+impl TestContainer {
+    /// Creates and starts a fresh container from `image` for testing `recipe`'s artifact: no
+    /// network, no mounts, the prefix as its (engine-made) working directory.
+    pub async fn start(
+        docker: &Docker,
+        image: &str,
+        recipe: &Recipe,
+        run_id: &str,
+        source_date_epoch: u64,
+    ) -> Result<Self, BuildError> {
+        let mut spec = ContainerSpec::new(image.to_string());
+        spec.labels = labels(recipe, run_id, "test");
+        spec.env = container_env(recipe, 1, source_date_epoch);
+        spec.working_dir = Some(recipe.prefix.clone());
+        spec.network = false;
+        let container = docker.create_container(&spec).await?;
+        container.start().await?;
+        Ok(TestContainer {
+            container,
+            image: image.to_string(),
+        })
+    }
+
+    /// Extracts `artifact` at the prefix and runs the recipe's test commands (from `/`), each
+    /// exit code checked; then removes the container. Recipes without test commands pass.
+    pub async fn run(
+        self,
+        recipe: &Recipe,
+        artifact: &Path,
+        log: &mut BuildLog,
+        reporter: &dyn Reporter,
+    ) -> Result<(), BuildError> {
+        let job = format!("{} {}", recipe.runtime, recipe.version);
+        let started = Instant::now();
+        reporter.step_started(&job, "test");
+        log.line(&format!("# == test in {}", self.image));
+        let container = self.container;
+        let result = async {
+            // The engine extracts gzip-compressed tar archives itself.
+            let file = tokio::fs::File::open(artifact)
+                .await
+                .map_err(|source| BuildError::Io {
+                    path: artifact.to_path_buf(),
+                    source,
+                })?;
+            container
+                .upload(&recipe.prefix, tokio_util::io::ReaderStream::new(file))
+                .await?;
+            if let Some((command, exit_code, tail)) =
+                run_commands(&container, &recipe.test.commands, "/", &job, log, reporter).await?
+            {
+                return Err(BuildError::Test(Box::new(Failure {
+                    job: job.clone(),
+                    command,
+                    exit_code,
+                    tail,
+                    log: log.path().to_path_buf(),
+                    debug: format!(
+                        "the artifact was not published; reproduce with `packager build {} {} -v`",
+                        recipe.runtime, recipe.version
+                    ),
+                })));
+            }
+            Ok(())
         }
+        .await;
+        container.remove().await?;
+        result?;
+        reporter.step_finished(&job, "test", started.elapsed());
         Ok(())
     }
-    .await;
-    container.remove().await?;
-    result?;
-    reporter.step_finished(&job, "test", started.elapsed());
-    Ok(())
 }

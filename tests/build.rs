@@ -431,7 +431,9 @@ fn sigint_during_a_build_exits_130_and_removes_the_container() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(containers_of(&docker, "fixture-sigint").len(), 1);
+    // The build container, and the test container started while the build runs.
+    let running = containers_of(&docker, "fixture-sigint");
+    assert!(!running.is_empty() && running.len() <= 2, "{running:?}");
     let started = Instant::now();
     assert!(
         std::process::Command::new("kill")

@@ -183,7 +183,7 @@ async fn build(
     version: &str,
     args: &BuildArgs,
 ) -> Result<(), Error> {
-    use packager::build::{BuildLog, BuildOptions, Builder, remove_orphans};
+    use packager::build::{BuildOptions, Builder, remove_orphans};
     use packager::publish::{Artifact, LocalStore, Outcome, Store};
 
     let g = &cli.global;
@@ -228,24 +228,6 @@ async fn build(
         source_date_epoch,
     };
     let built = builder.build(&recipe, &opts).await?;
-
-    let job = format!("{} {}", recipe.runtime, recipe.version);
-    let stack = packager::stack::load(&g.recipes, &recipe.stack)?;
-    let run_image = stack
-        .ensure_run_image(&docker, &mut |line: &str| ui.output(&job, line))
-        .await?;
-    let mut log = BuildLog::append(&built.log)?;
-    packager::test::test_artifact(
-        &docker,
-        &run_image.reference,
-        &recipe,
-        &built.artifact.path,
-        &builder.run_id,
-        source_date_epoch,
-        &mut log,
-        &*ui,
-    )
-    .await?;
 
     let published = store
         .publish(
