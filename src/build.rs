@@ -450,6 +450,36 @@ pub struct Built {
     pub work: tempfile::TempDir,
 }
 
+impl Built {
+    /// The provenance stored with the artifact: what it was built from and with.
+    pub fn provenance(&self, recipe: &Recipe) -> BTreeMap<String, String> {
+        use sha2::Digest;
+        let sources: Vec<String> = self
+            .fetched
+            .iter()
+            .map(|f| f.checksum.to_string())
+            .collect();
+        [
+            ("runtime", recipe.runtime.to_string()),
+            ("version", recipe.version.to_string()),
+            ("stack", recipe.stack.clone()),
+            (
+                "recipe-digest",
+                format!(
+                    "sha256:{}",
+                    hex::encode(sha2::Sha256::digest(recipe.to_toml().as_bytes()))
+                ),
+            ),
+            ("stack-image", self.build_image.id.clone()),
+            ("sources", sources.join(",")),
+            ("packager-version", env!("CARGO_PKG_VERSION").to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
 /// Builds recipes: one per [`Builder::build`] call.
 pub struct Builder {
     /// The engine.

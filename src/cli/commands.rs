@@ -184,10 +184,10 @@ async fn build(
     args: &BuildArgs,
 ) -> Result<(), Error> {
     use packager::build::{BuildOptions, Builder, remove_orphans};
-    use packager::publish::{Artifact, LocalStore, Outcome, Store};
+    use packager::publish::{AnyStore, Artifact, Outcome, Store};
 
     let g = &cli.global;
-    let store = LocalStore::from_url(&args.store)?;
+    let store = AnyStore::open(&args.store).await?;
     let catalogue = Catalogue::open(&g.recipes)?;
     let version: Version = version.parse().map_err(|e| Error::Usage {
         message: format!("{e}"),
@@ -237,6 +237,7 @@ async fn build(
                 stack: recipe.stack.clone(),
                 sha256: built.artifact.sha256.clone(),
                 size: built.artifact.size,
+                metadata: built.provenance(&recipe),
             },
             args.force,
         )
