@@ -16,7 +16,15 @@ fn help(args: &[&str]) -> String {
 #[test]
 fn help_snapshots() {
     insta::assert_snapshot!("help", help(&["--help"]));
-    for sub in ["list", "show", "fetch", "build", "stack", "checksum"] {
+    for sub in [
+        "list",
+        "show",
+        "fetch",
+        "build",
+        "stack",
+        "inventory",
+        "checksum",
+    ] {
         insta::assert_snapshot!(format!("help_{sub}"), help(&[sub, "--help"]));
     }
 }

@@ -89,6 +89,22 @@ pub async fn run(cli: &Cli) -> Result<(), Error> {
             build: args,
         } => build(cli, ui, runtime, version, args).await,
         Command::Stack { command } => stack_command(cli, ui, command).await,
+        Command::Inventory {
+            runtime,
+            stack,
+            rebuild,
+            store,
+        } => {
+            inventory_command(
+                cli,
+                ui,
+                runtime.as_deref(),
+                stack.as_deref(),
+                *rebuild,
+                store,
+            )
+            .await
+        }
         Command::Checksum { target } => {
             let is_url = target.starts_with("http://") || target.starts_with("https://");
             let (hex, _) = if is_url {
@@ -184,7 +200,7 @@ async fn build(
     args: &BuildArgs,
 ) -> Result<(), Error> {
     use packager::build::{BuildOptions, Builder, remove_orphans};
-    use packager::publish::{AnyStore, Artifact, Outcome, Store};
+    use packager::publish::{AnyStore, Artifact, Outcome, Store, inventory};
 
     let g = &cli.global;
     let store = AnyStore::open(&args.store).await?;
@@ -229,6 +245,9 @@ async fn build(
     };
     let built = builder.build(&recipe, &opts).await?;
 
+    let arch = docker.engine().await?.arch.as_str().to_string();
+    let mut metadata = built.provenance(&recipe);
+    metadata.insert("arch".into(), arch.clone());
     let published = store
         .publish(
             &Artifact {
@@ -237,7 +256,7 @@ async fn build(
                 stack: recipe.stack.clone(),
                 sha256: built.artifact.sha256.clone(),
                 size: built.artifact.size,
-                metadata: built.provenance(&recipe),
+                metadata: metadata.clone(),
             },
             args.force,
         )
@@ -250,10 +269,93 @@ async fn build(
         )),
         Outcome::Replaced => ui.warn(&format!("replaced {} (--force)", published.location)),
     }
+    // The artifact is in the store (and verified) before its inventory entry is written.
+    let entry = inventory::Entry {
+        version: recipe.version.to_string(),
+        os: "linux".into(),
+        arch,
+        url: store.public_url(&recipe.stack, &recipe.artifact),
+        checksum: format!("sha256:{}", built.artifact.sha256),
+        metadata: inventory::entry_metadata(&metadata),
+    };
+    inventory::add(&store, &recipe.stack, recipe.runtime.as_str(), entry).await?;
     out(&format!(
         "{}  {}  sha256:{}",
         published.location, built.artifact.size, built.artifact.sha256
     ))
+}
+
+async fn inventory_command(
+    cli: &Cli,
+    ui: Arc<Ui>,
+    runtime: Option<&str>,
+    stack: Option<&str>,
+    rebuild: bool,
+    store_url: &str,
+) -> Result<(), Error> {
+    use packager::publish::{AnyStore, Store, inventory};
+    let store = AnyStore::open(store_url).await?;
+    let g = &cli.global;
+    if rebuild {
+        let stacks = match stack {
+            Some(s) => vec![s.to_string()],
+            None => packager::stack::stack_names(&g.recipes)?,
+        };
+        // Entries without a recorded arch get the engine's, or the host's when it is away.
+        let arch = match packager::docker::Docker::connect().await {
+            Ok(d) => d.engine().await?.arch.as_str().to_string(),
+            Err(_) => host_arch().to_string(),
+        };
+        for stack in stacks {
+            let (rebuilt, skipped) = inventory::rebuild(&store, &stack, "linux", &arch).await?;
+            for r in rebuilt {
+                out(&format!(
+                    "{}  {} entr{}",
+                    store.public_url(&stack, &format!("inventory/{}.toml", r.runtime)),
+                    r.entries,
+                    if r.entries == 1 { "y" } else { "ies" }
+                ))?;
+            }
+            for name in skipped {
+                ui.warn(&format!(
+                    "{stack}/{name} has no runtime/version metadata; left out of the inventories"
+                ));
+            }
+        }
+        return Ok(());
+    }
+    let runtime = runtime.expect("clap requires a runtime without --rebuild");
+    let stack = match stack {
+        Some(s) => s.to_string(),
+        None => {
+            let catalogue = Catalogue::open(&g.recipes)?;
+            let entry = catalogue.runtime(runtime)?;
+            match entry.versions.last() {
+                Some((v, _)) => catalogue.load(runtime, v, &LoadOptions::default())?.stack,
+                None => packager::recipe::DEFAULT_STACK.to_string(),
+            }
+        }
+    };
+    match inventory::read(&store, &stack, runtime).await? {
+        Some(inv) => out(inv.to_toml().trim_end()),
+        None => Err(Error::Usage {
+            message: format!(
+                "{} has no inventory for {runtime} on stack {stack}",
+                store.describe()
+            ),
+            hint: Some(format!(
+                "`packager build {runtime} VERSION --store {}` publishes one; `--stack` picks another stack",
+                store.describe()
+            )),
+        }),
+    }
+}
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        _ => "amd64",
+    }
 }
 
 async fn stack_command(cli: &Cli, ui: Arc<Ui>, command: &StackCommand) -> Result<(), Error> {

@@ -114,6 +114,27 @@ pub enum Command {
         #[command(subcommand)]
         command: StackCommand,
     },
+    /// Print a runtime's inventory (the index buildpacks read), or regenerate inventories
+    Inventory {
+        /// The runtime whose inventory to print
+        #[arg(required_unless_present = "rebuild")]
+        runtime: Option<String>,
+        /// The stack (default: the stack of the runtime's recipes; with --rebuild: every stack
+        /// in the recipes folder)
+        #[arg(long)]
+        stack: Option<String>,
+        /// Regenerate the inventories from the artifacts in the store and their metadata
+        #[arg(long, conflicts_with = "runtime")]
+        rebuild: bool,
+        /// The store: a folder or a file:// URL
+        #[arg(
+            long,
+            env = "PACKAGER_STORE",
+            default_value = "dist",
+            value_name = "URL"
+        )]
+        store: String,
+    },
     /// Print the sha256 of a URL or a file (to compare with an authoritative checksum)
     Checksum {
         /// An http(s) URL or a local file

@@ -10,6 +10,7 @@
 //! (inventories) are written with optimistic concurrency: read with a tag, write only if the tag
 //! is unchanged.
 
+pub mod inventory;
 pub mod local;
 
 use std::collections::BTreeMap;
