@@ -25,6 +25,9 @@ pub enum Error {
     /// The container engine failed or cannot be reached.
     #[error(transparent)]
     Docker(#[from] crate::docker::DockerError),
+    /// Planning failed.
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
     /// Publishing failed.
     #[error(transparent)]
     Publish(#[from] crate::publish::PublishError),
@@ -73,6 +76,9 @@ impl Error {
                 EXIT_USAGE
             }
             Error::Publish(crate::publish::PublishError::BadUrl(_)) => EXIT_USAGE,
+            Error::Plan(crate::plan::PlanError::Store(_)) => EXIT_FAILED,
+            Error::Plan(crate::plan::PlanError::Stack(e)) if !bad_stack(e) => EXIT_FAILED,
+            Error::Plan(_) => EXIT_USAGE,
             _ => EXIT_FAILED,
         }
     }
@@ -87,6 +93,7 @@ impl Error {
             Error::Stack(e) => e.hint(),
             Error::Docker(e) => e.hint(),
             Error::Publish(e) => e.hint(),
+            Error::Plan(e) => e.hint(),
             Error::Io { .. } | Error::Several { .. } => None,
         }
     }

@@ -13,6 +13,7 @@ pub mod docker;
 pub mod error;
 pub mod fetch;
 pub mod package;
+pub mod plan;
 pub mod publish;
 pub mod recipe;
 pub mod redact;

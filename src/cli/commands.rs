@@ -14,7 +14,7 @@ use packager::report::Reporter;
 use packager::version::Version;
 
 use super::ui::{Ui, render_error};
-use super::{BuildArgs, Cli, Command, StackCommand};
+use super::{BuildArgs, Cli, Command, PlanFormat, StackCommand};
 
 fn out(text: &str) -> Result<(), Error> {
     let mut stdout = std::io::stdout().lock();
@@ -89,6 +89,17 @@ pub async fn run(cli: &Cli) -> Result<(), Error> {
             build: args,
         } => build(cli, ui, runtime, version, args).await,
         Command::Stack { command } => stack_command(cli, ui, command).await,
+        Command::Plan {
+            selectors,
+            all,
+            force,
+            json,
+            format,
+            store,
+        } => {
+            let format = if *json { PlanFormat::Json } else { *format };
+            plan_command(cli, selectors, *all, *force, format, store).await
+        }
         Command::Inventory {
             runtime,
             stack,
@@ -412,6 +423,130 @@ async fn stack_command(cli: &Cli, ui: Arc<Ui>, command: &StackCommand) -> Result
                 ))?;
             }
             Ok(())
+        }
+    }
+}
+
+/// Plans a selection against a store.
+async fn make_plan(
+    g: &super::Global,
+    selectors: &[String],
+    all: bool,
+    force: bool,
+    store: &impl packager::publish::Store,
+    jobs: usize,
+) -> Result<packager::plan::Plan, Error> {
+    use packager::plan::{PlanOptions, Selector, parse_selectors, plan};
+    let catalogue = Catalogue::open(&g.recipes)?;
+    let selection = if all {
+        vec![Selector::All]
+    } else {
+        parse_selectors(selectors, &catalogue)?
+    };
+    Ok(plan(
+        &catalogue,
+        &g.recipes,
+        &selection,
+        store,
+        &PlanOptions { force, jobs },
+    )
+    .await?)
+}
+
+async fn plan_command(
+    cli: &Cli,
+    selectors: &[String],
+    all: bool,
+    force: bool,
+    format: PlanFormat,
+    store_url: &str,
+) -> Result<(), Error> {
+    use packager::plan::{Status, short_key};
+    use packager::publish::AnyStore;
+    let store = AnyStore::open(store_url).await?;
+    let plan = make_plan(
+        &cli.global,
+        selectors,
+        all,
+        force,
+        &store,
+        LoadOptions::default().jobs,
+    )
+    .await?;
+    match format {
+        PlanFormat::Table => {
+            let rows: Vec<[String; 6]> = plan
+                .jobs
+                .iter()
+                .map(|j| {
+                    [
+                        j.recipe.runtime.to_string(),
+                        j.recipe.version.to_string(),
+                        j.recipe.stack.clone(),
+                        short_key(&j.key).to_string(),
+                        j.status.name().to_string(),
+                        j.reason.clone(),
+                    ]
+                })
+                .collect();
+            let header =
+                ["RUNTIME", "VERSION", "STACK", "KEY", "STATUS", "REASON"].map(String::from);
+            let mut widths = [0usize; 6];
+            for row in std::iter::once(&header).chain(&rows) {
+                for (w, cell) in widths.iter_mut().zip(row) {
+                    *w = (*w).max(cell.chars().count());
+                }
+            }
+            for row in std::iter::once(&header).chain(&rows) {
+                let line: Vec<String> = row
+                    .iter()
+                    .zip(widths)
+                    .map(|(c, w)| format!("{c:w$}"))
+                    .collect();
+                out(line.join("  ").trim_end())?;
+            }
+            Ok(())
+        }
+        PlanFormat::Json => {
+            let jobs: Vec<serde_json::Value> = plan
+                .jobs
+                .iter()
+                .map(|j| {
+                    serde_json::json!({
+                        "runtime": j.recipe.runtime,
+                        "version": j.recipe.version.to_string(),
+                        "stack": j.recipe.stack,
+                        "artifact": j.recipe.artifact,
+                        "key": j.key,
+                        "status": j.status,
+                        "reason": j.reason,
+                        "selected": j.selected,
+                        "requires": j.deps.iter().map(|&d| plan.jobs[d].name()).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            out(
+                &serde_json::to_string_pretty(&serde_json::json!({ "jobs": jobs }))
+                    .expect("JSON of strings"),
+            )
+        }
+        PlanFormat::GithubMatrix => {
+            let include: Vec<serde_json::Value> = plan
+                .jobs
+                .iter()
+                .filter(|j| j.status == Status::Build)
+                .map(|j| {
+                    serde_json::json!({
+                        "runtime": j.recipe.runtime,
+                        "version": j.recipe.version.to_string(),
+                        "stack": j.recipe.stack,
+                    })
+                })
+                .collect();
+            out(
+                &serde_json::to_string(&serde_json::json!({ "include": include }))
+                    .expect("JSON of strings"),
+            )
         }
     }
 }

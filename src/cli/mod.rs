@@ -114,6 +114,32 @@ pub enum Command {
         #[command(subcommand)]
         command: StackCommand,
     },
+    /// Print the plan for a selection without building: each job, its build key and status
+    Plan {
+        /// `RUNTIME [VERSION|REQ]…`, several allowed (`mono 3.2.8 lua '^5.4'`)
+        #[arg(value_name = "SELECTOR", required_unless_present = "all")]
+        selectors: Vec<String>,
+        /// Every version of every runtime
+        #[arg(long, conflicts_with = "selectors")]
+        all: bool,
+        /// Plan as `build --force` would: rebuild what is published, replace conflicts
+        #[arg(long)]
+        force: bool,
+        /// Print JSON for machines (same as --format json)
+        #[arg(long)]
+        json: bool,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
+        format: PlanFormat,
+        /// The store to compare with: a folder or a file:// URL
+        #[arg(
+            long,
+            env = "PACKAGER_STORE",
+            default_value = "dist",
+            value_name = "URL"
+        )]
+        store: String,
+    },
     /// Print a runtime's inventory (the index buildpacks read), or regenerate inventories
     Inventory {
         /// The runtime whose inventory to print
@@ -163,6 +189,17 @@ pub struct BuildArgs {
     /// Parallel compile jobs inside the build ({jobs}, $JOBS); default: the number of CPUs
     #[arg(long, value_name = "N")]
     pub make_jobs: Option<usize>,
+}
+
+/// How `plan` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// A table for people
+    Table,
+    /// Every job as JSON
+    Json,
+    /// The jobs to build as a GitHub Actions matrix (`{"include":[…]}`)
+    GithubMatrix,
 }
 
 /// `packager stack …`

@@ -31,6 +31,8 @@ pub const DEFAULT_STACK: &str = "bookworm";
 pub const DEFAULT_PREFIX: &str = "/app";
 /// The artifact file name when a recipe names none.
 pub const DEFAULT_ARTIFACT: &str = "{runtime}-{version}.tar.gz";
+/// The artifact file name when a recipe names none and sets a `revision` above 0.
+pub const DEFAULT_REVISED_ARTIFACT: &str = "{runtime}-{version}-build{revision}.tar.gz";
 
 /// What went wrong reading recipes.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +171,7 @@ struct Layer {
     stack: Option<Spanned<String>>,
     prefix: Option<Spanned<String>>,
     artifact: Option<Spanned<String>>,
+    revision: Option<u32>,
     source: Option<SourceLayer>,
     resources: Option<Vec<ResourceLayer>>,
     build: Option<BuildLayer>,
@@ -210,6 +213,7 @@ struct BuildLayer {
     install: Option<Vec<Spanned<String>>>,
     requires: Option<Vec<Spanned<String>>>,
     network: Option<bool>,
+    include_requires: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -384,6 +388,9 @@ pub struct Build {
     pub requires: Vec<Requirement>,
     /// Whether the build may use the network.
     pub network: bool,
+    /// Whether the artifact keeps the files of the runtimes it was built against (by default
+    /// it holds only what its own install added or changed).
+    pub include_requires: bool,
 }
 
 /// How to test the installed artifact.
@@ -406,6 +413,9 @@ pub struct Recipe {
     pub stack: String,
     /// The install prefix.
     pub prefix: String,
+    /// Bumped when an already published version must be rebuilt with other inputs: part of
+    /// the artifact's name (and of its inventory entry's metadata), so the old one stays.
+    pub revision: u32,
     /// The artifact's file name.
     pub artifact: String,
     /// The source tarball.
@@ -553,6 +563,7 @@ pub fn load(
     let artifact = merge_opt(at(over_f, over.artifact), at(base_f, base.artifact));
     let description = merge_opt(at(over_f, over.description), at(base_f, base.description));
 
+    let revision = over.revision.or(base.revision).unwrap_or(0);
     let stack_name = stack
         .as_ref()
         .map_or(DEFAULT_STACK.to_string(), |s| s.value.get_ref().clone());
@@ -568,6 +579,7 @@ pub fn load(
         ("prefix", prefix_value.clone()),
         ("stack", stack_name.clone()),
         ("jobs", opts.jobs.to_string()),
+        ("revision", revision.to_string()),
     ]
     .into_iter()
     .collect();
@@ -701,6 +713,7 @@ pub fn load(
         install: t.list(install.as_ref(), &["make install"])?,
         requires,
         network: ob.network.or(bb.network).unwrap_or(false),
+        include_requires: ob.include_requires.or(bb.include_requires).unwrap_or(false),
     };
 
     // [test]
@@ -712,7 +725,15 @@ pub fn load(
 
     let artifact = match &artifact {
         Some(a) => t.at(a)?,
-        None => template::expand(DEFAULT_ARTIFACT, &t.vars).expect("default template is valid"),
+        None => template::expand(
+            if revision > 0 {
+                DEFAULT_REVISED_ARTIFACT
+            } else {
+                DEFAULT_ARTIFACT
+            },
+            &t.vars,
+        )
+        .expect("default template is valid"),
     };
     if artifact.is_empty() || artifact.contains('/') || artifact.starts_with('.') {
         return Err(RecipeError::Invalid {
@@ -734,6 +755,7 @@ pub fn load(
         description: description.map(|d| d.value.into_inner()),
         stack: stack_name,
         prefix: prefix_value,
+        revision,
         artifact,
         source,
         resources,
@@ -771,6 +793,7 @@ struct ShowRecipe<'a> {
     description: Option<&'a str>,
     stack: &'a str,
     prefix: &'a str,
+    revision: u32,
     artifact: &'a str,
     source: ShowSource<'a>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -806,6 +829,7 @@ struct ShowBuild<'a> {
     build: &'a [String],
     install: &'a [String],
     requires: Vec<&'a str>,
+    include_requires: bool,
     network: bool,
     env: &'a BTreeMap<String, String>,
 }
@@ -829,6 +853,7 @@ impl Recipe {
             description: self.description.as_deref(),
             stack: &self.stack,
             prefix: &self.prefix,
+            revision: self.revision,
             artifact: &self.artifact,
             source: ShowSource {
                 url: &self.source.url,
@@ -858,6 +883,7 @@ impl Recipe {
                     .iter()
                     .map(|r| r.text.as_str())
                     .collect(),
+                include_requires: self.build.include_requires,
                 network: self.build.network,
                 env: &self.build.env,
             },

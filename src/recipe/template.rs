@@ -1,14 +1,14 @@
 //! `{name}` templates in recipe strings.
 //!
-//! `{runtime}`, `{version}`, `{major}`, `{minor}`, `{patch}`, `{prefix}`, `{stack}` and `{jobs}`
-//! are replaced; `{{` and `}}` give literal braces. A `{` right after `$` is left alone, so shell
+//! `{runtime}`, `{version}`, `{major}`, `{minor}`, `{patch}`, `{prefix}`, `{stack}`, `{jobs}` and
+//! `{revision}` are replaced; `{{` and `}}` give literal braces. A `{` right after `$` is left alone, so shell
 //! parameter expansions (`${CFLAGS}`, `${PREFIX:-/app}`) can be written as they are.
 
 use std::collections::BTreeMap;
 
 /// The variables a template may use.
 pub const VARIABLES: &[&str] = &[
-    "runtime", "version", "major", "minor", "patch", "prefix", "stack", "jobs",
+    "runtime", "version", "major", "minor", "patch", "prefix", "stack", "jobs", "revision",
 ];
 
 /// Why a template was refused.
@@ -126,6 +126,7 @@ mod tests {
             ("prefix", "/app"),
             ("stack", "bookworm"),
             ("jobs", "2"),
+            ("revision", "0"),
         ]
         .into_iter()
         .map(|(k, v)| (k, v.to_string()))

@@ -1,0 +1,476 @@
+//! Planning: selectors → the jobs to run, each with its build key and status, in dependency
+//! order. Planning builds no image and starts no container: it works from the recipes, the
+//! stack definitions' hashes and store lookups only.
+//!
+//! A job's build key is a sha256 over the packager's artifact format version, the canonical
+//! merged recipe (templated with `{jobs}` fixed, so the machine does not change it), the stack
+//! definition hash, the source and resource checksums, and the keys of the runtimes it is built
+//! against — so changing a recipe, its stack, a source or a dependency changes the key of that
+//! job and of every job built against it, and changing nothing changes nothing.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use sha2::Digest;
+
+use crate::publish::{PublishError, Store};
+use crate::recipe::{Catalogue, LoadOptions, Recipe, RecipeError};
+use crate::stack::{self, StackError};
+use crate::version::{Version, VersionReq};
+
+/// Bumped when the artifact layout changes, so every key changes with it.
+pub const ARTIFACT_FORMAT_VERSION: u32 = 1;
+/// The metadata key the build key is stored under (S3 metadata, local sidecar, inventory).
+pub const KEY_METADATA: &str = "build-key";
+/// `{jobs}` as templated for the key (the real value is the machine's).
+const CANONICAL_JOBS: usize = 1;
+
+/// What went wrong planning.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A recipe is wrong.
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
+    /// A stack definition is wrong.
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    /// The store could not be asked.
+    #[error(transparent)]
+    Store(#[from] PublishError),
+    /// A selector is not `RUNTIME [VERSION|REQ]…` or `--all`.
+    #[error("`{0}` is neither a runtime nor a version of the runtime before it")]
+    Selector(String),
+    /// A required runtime or version does not exist.
+    #[error("{}: requires `{requirement}`, but {problem}", file.display())]
+    MissingRequirement {
+        /// The recipe that requires it.
+        file: std::path::PathBuf,
+        /// What it requires.
+        requirement: String,
+        /// What is missing.
+        problem: String,
+    },
+    /// Runtimes require each other in a circle.
+    #[error("dependency cycle: {0}")]
+    Cycle(String),
+}
+
+impl PlanError {
+    /// What the user can do, when there is something.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            PlanError::Recipe(e) => e.hint(),
+            PlanError::Stack(e) => e.hint(),
+            PlanError::Store(e) => e.hint(),
+            PlanError::Selector(_) => Some(
+                "select work as `RUNTIME [VERSION|REQ]…` (several allowed: `mono 3.2.8 lua '^5.4'`) or `--all`".into(),
+            ),
+            PlanError::MissingRequirement { .. } => {
+                Some("add the required version's recipe, or change `requires`".into())
+            }
+            PlanError::Cycle(_) => Some("remove one of the `requires` in the circle".into()),
+        }
+    }
+}
+
+/// What a job will do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Build it.
+    Build,
+    /// Published with the same key: nothing to do.
+    Skip,
+    /// Published with another key: refusing to replace it silently.
+    Conflict,
+    /// Cannot be built because a dependency cannot.
+    Blocked,
+}
+
+impl Status {
+    /// The status as printed.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Build => "build",
+            Status::Skip => "skip",
+            Status::Conflict => "conflict",
+            Status::Blocked => "blocked",
+        }
+    }
+}
+
+/// One runtime version to build (or not).
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The recipe, templated for this machine.
+    pub recipe: Recipe,
+    /// The build key, hex.
+    pub key: String,
+    /// Indices (into [`Plan::jobs`]) of the jobs this one is built against.
+    pub deps: Vec<usize>,
+    /// What will happen.
+    pub status: Status,
+    /// Why.
+    pub reason: String,
+    /// Whether a selector picked it (rather than being needed by another job).
+    pub selected: bool,
+}
+
+impl Job {
+    /// `runtime version`.
+    pub fn name(&self) -> String {
+        format!("{} {}", self.recipe.runtime, self.recipe.version)
+    }
+}
+
+/// The jobs, dependencies first.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Every job, in an order where each job comes after the jobs it is built against.
+    pub jobs: Vec<Job>,
+}
+
+/// How to plan.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// Rebuild even what is published with the same key; replace conflicting artifacts.
+    pub force: bool,
+    /// `{jobs}` for the recipes the jobs build with.
+    pub jobs: usize,
+}
+
+/// A selection: a runtime and its versions or requirements (none: every version), or all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// Every version of every runtime.
+    All,
+    /// Some versions of one runtime.
+    Runtime {
+        /// The runtime.
+        runtime: String,
+        /// Versions or requirements; empty means every version.
+        versions: Vec<String>,
+    },
+}
+
+/// Reads `RUNTIME [VERSION|REQ]… [RUNTIME [VERSION|REQ]…]…`: a word that names a runtime of the
+/// catalogue starts a new selector; anything else is a version or requirement of the one
+/// before.
+pub fn parse_selectors(args: &[String], catalogue: &Catalogue) -> Result<Vec<Selector>, PlanError> {
+    let mut out: Vec<Selector> = Vec::new();
+    for arg in args {
+        if catalogue.runtime(arg).is_ok() {
+            out.push(Selector::Runtime {
+                runtime: arg.clone(),
+                versions: Vec::new(),
+            });
+            continue;
+        }
+        match out.last_mut() {
+            Some(Selector::Runtime { versions, .. }) => versions.push(arg.clone()),
+            _ => {
+                // Not a version of anything: report it as an unknown runtime.
+                catalogue.runtime(arg)?;
+                return Err(PlanError::Selector(arg.clone()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Makes the plan for `selectors` against `store`.
+pub async fn plan(
+    catalogue: &Catalogue,
+    recipes_dir: &Path,
+    selectors: &[Selector],
+    store: &impl Store,
+    opts: &PlanOptions,
+) -> Result<Plan, PlanError> {
+    // 1. The selected versions.
+    let mut wanted: BTreeSet<(String, Version)> = BTreeSet::new();
+    for s in selectors {
+        match s {
+            Selector::All => {
+                for rt in catalogue.runtimes() {
+                    for (v, _) in &rt.versions {
+                        wanted.insert((rt.name.to_string(), v.clone()));
+                    }
+                }
+            }
+            Selector::Runtime { runtime, versions } if versions.is_empty() => {
+                for v in catalogue.select(runtime, None)? {
+                    wanted.insert((runtime.clone(), v));
+                }
+            }
+            Selector::Runtime { runtime, versions } => {
+                for sel in versions {
+                    for v in catalogue.select(runtime, Some(sel))? {
+                        wanted.insert((runtime.clone(), v));
+                    }
+                }
+            }
+        }
+    }
+
+    // 2. Load them and, transitively, what they require.
+    let real = LoadOptions {
+        jobs: opts.jobs.max(1),
+    };
+    let canonical = LoadOptions {
+        jobs: CANONICAL_JOBS,
+    };
+    struct Node {
+        recipe: Recipe,
+        canon: Recipe,
+        selected: bool,
+        dep_keys: Vec<(String, Version)>,
+    }
+    let mut index: HashMap<(String, Version), usize> = HashMap::new();
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut queue: Vec<((String, Version), bool)> = wanted.into_iter().map(|k| (k, true)).collect();
+    queue.reverse();
+    while let Some((key, selected)) = queue.pop() {
+        if let Some(&i) = index.get(&key) {
+            nodes[i].selected |= selected;
+            continue;
+        }
+        let recipe = catalogue.load(&key.0, &key.1, &real)?;
+        let canon = catalogue.load(&key.0, &key.1, &canonical)?;
+        let mut dep_keys = Vec::new();
+        for req in &recipe.build.requires {
+            let dep = resolve_requirement(
+                catalogue,
+                &recipe,
+                req.runtime.as_str(),
+                &req.req,
+                &req.text,
+            )?;
+            if !dep_keys.contains(&dep) {
+                dep_keys.push(dep.clone());
+            }
+            queue.push((dep, false));
+        }
+        index.insert(key, nodes.len());
+        nodes.push(Node {
+            recipe,
+            canon,
+            selected,
+            dep_keys,
+        });
+    }
+    let deps: Vec<Vec<usize>> = nodes
+        .iter()
+        .map(|n| n.dep_keys.iter().map(|k| index[k]).collect())
+        .collect();
+
+    // 3. Dependencies first; a cycle is an error naming it.
+    let order = topological(
+        &nodes
+            .iter()
+            .map(|n| format!("{} {}", n.recipe.runtime, n.recipe.version))
+            .collect::<Vec<_>>(),
+        &deps,
+    )?;
+
+    // 4. Keys, in that order (a key includes its dependencies' keys).
+    let mut stack_hashes: BTreeMap<String, String> = BTreeMap::new();
+    let mut keys: Vec<String> = vec![String::new(); nodes.len()];
+    for &i in &order {
+        let n = &nodes[i];
+        let stack_hash = match stack_hashes.get(&n.recipe.stack) {
+            Some(h) => h.clone(),
+            None => {
+                let h = stack::load(recipes_dir, &n.recipe.stack)?.hash;
+                stack_hashes.insert(n.recipe.stack.clone(), h.clone());
+                h
+            }
+        };
+        let dep_keys: Vec<String> = deps[i].iter().map(|&d| keys[d].clone()).collect();
+        keys[i] = build_key(&n.canon, &stack_hash, &dep_keys);
+    }
+
+    // 5. What the store has (looked up concurrently).
+    let lookups: Vec<_> = futures_util::stream::iter(order.iter().map(|&i| {
+        let r = &nodes[i].recipe;
+        async move { (i, store.lookup(&r.stack, &r.artifact).await) }
+    }))
+    .buffer_unordered(16)
+    .collect()
+    .await;
+    let mut stored = HashMap::new();
+    for (i, r) in lookups {
+        stored.insert(i, r?);
+    }
+
+    // 6. Statuses, dependencies first.
+    let position: HashMap<usize, usize> = order.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+    let mut jobs: Vec<Job> = Vec::with_capacity(order.len());
+    for &i in &order {
+        let n = &nodes[i];
+        let key = keys[i].clone();
+        let my_deps: Vec<usize> = deps[i].iter().map(|d| position[d]).collect();
+        let bad_dep = my_deps
+            .iter()
+            .map(|&p| &jobs[p])
+            .find(|j: &&Job| matches!(j.status, Status::Conflict | Status::Blocked));
+        let (status, reason) = if let Some(d) = bad_dep {
+            (
+                Status::Blocked,
+                format!("{} is {}", d.name(), d.status.name()),
+            )
+        } else {
+            match &stored[&i] {
+                None if n.recipe.revision > 0 => (
+                    Status::Build,
+                    format!("revision bumped to {}", n.recipe.revision),
+                ),
+                None => (Status::Build, "not published".to_string()),
+                Some(s) => match s.metadata.get(KEY_METADATA) {
+                    Some(k) if *k == key && opts.force => (Status::Build, "forced".to_string()),
+                    Some(k) if *k == key => {
+                        (Status::Skip, "published with the same key".to_string())
+                    }
+                    other if opts.force => (
+                        Status::Build,
+                        format!(
+                            "forced: replaces the artifact built with {}",
+                            other.map_or("no key".to_string(), |k| format!("key {}", short_key(k)))
+                        ),
+                    ),
+                    other => (
+                        Status::Conflict,
+                        format!(
+                            "published with {}; bump `revision` in the recipe or pass --force",
+                            other.map_or("no build key".to_string(), |k| format!(
+                                "key {}",
+                                short_key(k)
+                            ))
+                        ),
+                    ),
+                },
+            }
+        };
+        jobs.push(Job {
+            recipe: n.recipe.clone(),
+            key,
+            deps: my_deps,
+            status,
+            reason,
+            selected: n.selected,
+        });
+    }
+    Ok(Plan { jobs })
+}
+
+/// The first 12 hex digits of a key.
+pub fn short_key(key: &str) -> &str {
+    &key[..key.len().min(12)]
+}
+
+/// A job's build key.
+pub fn build_key(canonical: &Recipe, stack_hash: &str, dep_keys: &[String]) -> String {
+    let mut h = sha2::Sha256::new();
+    let mut field = |name: &str, value: &str| {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(value.len().to_le_bytes());
+        h.update(value.as_bytes());
+    };
+    field("format", &ARTIFACT_FORMAT_VERSION.to_string());
+    field("recipe", &canonical.to_toml());
+    field("stack", stack_hash);
+    field("source", &canonical.source.checksum.to_string());
+    for r in &canonical.resources {
+        field("resource", &r.checksum.to_string());
+    }
+    let mut sorted = dep_keys.to_vec();
+    sorted.sort();
+    for k in sorted {
+        field("requires", &k);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Orders nodes so that each comes after its dependencies (otherwise in input order); a cycle
+/// is an error that names it.
+fn topological(names: &[String], deps: &[Vec<usize>]) -> Result<Vec<usize>, PlanError> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    fn visit(
+        i: usize,
+        deps: &[Vec<usize>],
+        names: &[String],
+        marks: &mut [Mark],
+        path: &mut Vec<usize>,
+        out: &mut Vec<usize>,
+    ) -> Result<(), PlanError> {
+        match marks[i] {
+            Mark::Done => return Ok(()),
+            Mark::Active => {
+                let from = path.iter().position(|&p| p == i).unwrap_or(0);
+                let mut cycle: Vec<&str> =
+                    path[from..].iter().map(|&p| names[p].as_str()).collect();
+                cycle.push(&names[i]);
+                return Err(PlanError::Cycle(cycle.join(" → ")));
+            }
+            Mark::New => {}
+        }
+        marks[i] = Mark::Active;
+        path.push(i);
+        for &d in &deps[i] {
+            visit(d, deps, names, marks, path, out)?;
+        }
+        path.pop();
+        marks[i] = Mark::Done;
+        out.push(i);
+        Ok(())
+    }
+    let mut marks = vec![Mark::New; names.len()];
+    let mut out = Vec::with_capacity(names.len());
+    for i in 0..names.len() {
+        visit(i, deps, names, &mut marks, &mut Vec::new(), &mut out)?;
+    }
+    Ok(out)
+}
+
+fn resolve_requirement(
+    catalogue: &Catalogue,
+    recipe: &Recipe,
+    runtime: &str,
+    req: &VersionReq,
+    text: &str,
+) -> Result<(String, Version), PlanError> {
+    let file = recipe.files.last().cloned().unwrap_or_default();
+    let entry = catalogue
+        .runtime(runtime)
+        .map_err(|_| PlanError::MissingRequirement {
+            file: file.clone(),
+            requirement: text.to_string(),
+            problem: format!("there is no runtime `{runtime}`"),
+        })?;
+    entry
+        .versions
+        .iter()
+        .rev()
+        .find(|(v, _)| req.matches(v))
+        .map(|(v, _)| (runtime.to_string(), v.clone()))
+        .ok_or_else(|| PlanError::MissingRequirement {
+            file,
+            requirement: text.to_string(),
+            problem: format!(
+                "no version of {runtime} matches (there are: {})",
+                entry
+                    .versions
+                    .iter()
+                    .map(|(v, _)| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+}
