@@ -18,6 +18,7 @@ pub mod publish;
 pub mod recipe;
 pub mod redact;
 pub mod report;
+pub mod schedule;
 pub mod stack;
 pub mod test;
 pub mod version;
