@@ -69,6 +69,42 @@ pub struct PackageOptions {
     pub level: u32,
     /// Compression threads (at least one is used). Does not affect the output bytes.
     pub threads: usize,
+    /// Entries to leave out: what the runtimes this one was built against already hold.
+    pub exclude: Option<std::sync::Arc<Exclusions>>,
+}
+
+/// The entries of other artifacts (the runtimes a build was built against, extracted into its
+/// prefix first), to leave out of an artifact: an entry of the prefix is left out when one of
+/// them holds the same path with the same kind, mode and content (or link target). Directories
+/// are left out when they are theirs and nothing kept lies below.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exclusions {
+    entries: HashMap<Vec<u8>, ArtifactEntry>,
+}
+
+impl Exclusions {
+    /// The entries of the artifacts at `paths`.
+    pub fn from_artifacts(paths: &[PathBuf]) -> Result<Self, PackageError> {
+        let mut entries = HashMap::new();
+        for p in paths {
+            for e in list_artifact(p)? {
+                let key = e.path.as_os_str().as_bytes().to_vec();
+                let key = key.strip_suffix(b"/").map(<[u8]>::to_vec).unwrap_or(key);
+                entries.insert(key, e);
+            }
+        }
+        Ok(Exclusions { entries })
+    }
+
+    /// How many entries there are.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
 }
 
 impl PackageOptions {
@@ -80,6 +116,7 @@ impl PackageOptions {
             mtime: DEFAULT_MTIME,
             level: DEFAULT_LEVEL,
             threads: std::thread::available_parallelism().map_or(1, usize::from),
+            exclude: None,
         }
     }
 }
@@ -315,8 +352,12 @@ pub fn package_tar_stream<R: Read>(
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(write_err)?;
+    let keep = match &options.exclude {
+        Some(ex) => kept(&index, &spool, ex).map_err(write_err)?,
+        None => vec![true; index.len()],
+    };
     let (entries, size, sha256) =
-        write_artifact(temp.as_file(), index, &spool, options).map_err(write_err)?;
+        write_artifact(temp.as_file(), index, &keep, &spool, options).map_err(write_err)?;
     temp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o644))
         .map_err(write_err)?;
@@ -333,6 +374,7 @@ pub fn package_tar_stream<R: Read>(
 fn write_artifact(
     out: &File,
     index: Vec<Indexed>,
+    keep: &[bool],
     spool: &File,
     options: &PackageOptions,
 ) -> io::Result<(u64, u64, String)> {
@@ -343,7 +385,7 @@ fn write_artifact(
     };
     let encoder = gzip::ParallelGzEncoder::new(hashing, options.level, options.threads)?;
     let mut builder = tar::Builder::new(encoder);
-    let entries = write_sorted(&mut builder, index, spool, options.mtime)?;
+    let entries = write_sorted(&mut builder, index, keep, spool, options.mtime)?;
     let hashing = builder.into_inner()?.finish()?;
     hashing
         .inner
@@ -573,13 +615,83 @@ fn path_of(bytes: &[u8]) -> &Path {
 }
 
 /// Writes the indexed entries sorted by path; returns the number of entries written.
+/// Which entries to keep, given what other artifacts already hold.
+fn kept(entries: &[Indexed], spool: &File, ex: &Exclusions) -> io::Result<Vec<bool>> {
+    let mut keep = vec![true; entries.len()];
+    for (i, e) in entries.iter().enumerate() {
+        let Some(theirs) = ex.entries.get(&e.path) else {
+            continue;
+        };
+        let same = match &e.kind {
+            Kind::Directory => theirs.kind == EntryKind::Directory,
+            Kind::Symlink { target } => {
+                theirs.kind == EntryKind::Symlink
+                    && theirs.link_target.as_deref() == Some(path_of(target))
+            }
+            Kind::File { offset, size } => {
+                theirs.kind == EntryKind::File
+                    && theirs.size == *size
+                    && theirs.mode == normalised_mode(e.mode, EntryType::Regular)
+                    && theirs.sha256.as_deref() == Some(hash_spool(spool, *offset, *size)?.as_str())
+            }
+            Kind::HardLink { file } => match entries[*file].kind {
+                Kind::File { offset, size } => {
+                    matches!(theirs.kind, EntryKind::File | EntryKind::HardLink)
+                        && (theirs.kind == EntryKind::HardLink
+                            || theirs.sha256.as_deref()
+                                == Some(hash_spool(spool, offset, size)?.as_str()))
+                }
+                _ => false,
+            },
+        };
+        keep[i] = !same;
+    }
+    // Keep the directories that lead to kept entries.
+    let kept_paths: Vec<&[u8]> = entries
+        .iter()
+        .zip(&keep)
+        .filter(|(e, k)| **k && !matches!(e.kind, Kind::Directory))
+        .map(|(e, _)| e.path.as_slice())
+        .collect();
+    for (i, e) in entries.iter().enumerate() {
+        if keep[i] || !matches!(e.kind, Kind::Directory) {
+            continue;
+        }
+        let mut prefix = e.path.clone();
+        prefix.push(b'/');
+        if kept_paths.iter().any(|p| p.starts_with(&prefix)) {
+            keep[i] = true;
+        }
+    }
+    Ok(keep)
+}
+
+fn hash_spool(spool: &File, offset: u64, size: u64) -> io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut reader = SpoolReader {
+        file: spool,
+        offset,
+        remaining: size,
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
 fn write_sorted<W: Write>(
     builder: &mut tar::Builder<W>,
     entries: Vec<Indexed>,
+    keep: &[bool],
     spool: &File,
     mtime: u64,
 ) -> io::Result<u64> {
-    let mut order: Vec<usize> = (0..entries.len()).collect();
+    let mut order: Vec<usize> = (0..entries.len()).filter(|&i| keep[i]).collect();
     order.sort_unstable_by(|&a, &b| entries[a].path.cmp(&entries[b].path));
     // For each file with hard links: the sorted position of the entry that carries its data.
     let mut linked = vec![false; entries.len()];

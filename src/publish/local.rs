@@ -209,6 +209,40 @@ impl Store for LocalStore {
             .expect("lookup task does not panic")
     }
 
+    async fn download(&self, stack: &str, name: &str, dest: &Path) -> Result<(), PublishError> {
+        let (me, stack, name, dest) = (
+            self.clone(),
+            stack.to_string(),
+            name.to_string(),
+            dest.to_path_buf(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let src = me.root.join(&stack).join(&name);
+            let want = me
+                .stored(&stack, &name)?
+                .ok_or_else(|| {
+                    LocalStore::io(&src)(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "not in the store",
+                    ))
+                })?
+                .sha256;
+            fs_err::copy(&src, &dest).map_err(LocalStore::io(&dest))?;
+            let (got, _) = hash_file(Algo::Sha256, &dest).map_err(LocalStore::io(&dest))?;
+            if got != want {
+                let _ = fs_err::remove_file(&dest);
+                return Err(PublishError::BadDocument {
+                    location: src.display().to_string(),
+                    what: "artifact",
+                    message: format!("its sha256 is {got}, the store records {want}"),
+                });
+            }
+            Ok(())
+        })
+        .await
+        .expect("download task does not panic")
+    }
+
     async fn list(&self, stack: &str) -> Result<Vec<(String, Stored)>, PublishError> {
         let (me, stack) = (self.clone(), stack.to_string());
         tokio::task::spawn_blocking(move || {

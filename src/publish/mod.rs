@@ -183,6 +183,15 @@ pub trait Store: Send + Sync {
         name: &str,
     ) -> impl Future<Output = Result<Option<Stored>, PublishError>> + Send;
 
+    /// Copies the artifact stored under `<stack>/<name>` to `dest` (a dependency to build
+    /// against), verifying its sha256 on the way.
+    fn download(
+        &self,
+        stack: &str,
+        name: &str,
+        dest: &std::path::Path,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send;
+
     /// Every artifact (`.tar.gz`) directly under `<stack>/`, by name.
     fn list(
         &self,
@@ -246,6 +255,15 @@ impl Store for AnyStore {
 
     async fn list(&self, stack: &str) -> Result<Vec<(String, Stored)>, PublishError> {
         each_store!(self, s => s.list(stack).await)
+    }
+
+    async fn download(
+        &self,
+        stack: &str,
+        name: &str,
+        dest: &std::path::Path,
+    ) -> Result<(), PublishError> {
+        each_store!(self, s => s.download(stack, name, dest).await)
     }
 
     async fn read_doc(&self, key: &str) -> Result<Option<(Vec<u8>, Tag)>, PublishError> {
