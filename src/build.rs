@@ -365,8 +365,7 @@ pub async fn remove_orphans(docker: &Docker) -> Result<Vec<String>, DockerError>
         .list_containers(&[(crate::docker::MANAGED_LABEL, None)])
         .await?
     {
-        if c
-            .names
+        if c.names
             .iter()
             .any(|n| n.starts_with(crate::docker::KEPT_PREFIX))
         {
@@ -661,7 +660,15 @@ impl Builder {
         container.start().await?;
         let mut reached = None;
         let failure = self
-            .setup_in(&container, recipe, &job, &fetched, &mut log, until, &mut reached)
+            .setup_in(
+                &container,
+                recipe,
+                &job,
+                &fetched,
+                &mut log,
+                until,
+                &mut reached,
+            )
             .await
             .err();
         if let Some(e) = &failure {
