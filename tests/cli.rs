@@ -16,7 +16,9 @@ fn help(args: &[&str]) -> String {
 #[test]
 fn help_snapshots() {
     insta::assert_snapshot!("help", help(&["--help"]));
-    for sub in ["list", "show", "fetch", "build", "stack", "checksum"] {
+    for sub in [
+        "list", "show", "fetch", "build", "shell", "stack", "checksum",
+    ] {
         insta::assert_snapshot!(format!("help_{sub}"), help(&[sub, "--help"]));
     }
 }
@@ -27,4 +29,23 @@ fn version_flag() {
         help(&["--version"]),
         format!("packager {}\n", env!("CARGO_PKG_VERSION"))
     );
+}
+
+#[test]
+fn shell_arguments_are_checked() {
+    for args in [
+        &["shell"][..],
+        &["shell", "lua"][..],
+        &["shell", "--attach", "abc", "lua", "5.4.4"][..],
+        &["shell", "--attach", "abc", "--after", "build"][..],
+        &["shell", "lua", "5.4.4", "--after", "test"][..],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_packager"))
+            .args(args)
+            .env_clear()
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+    }
 }

@@ -509,11 +509,11 @@ fn an_interactive_shell_has_a_terminal_that_follows_the_window() {
     let tmux = Tmux::start(
         ws.dir.path(),
         &script(&ws, "shell fixture-tty 1.0.0 --after configure"),
-        100,
+        110,
         30,
     );
     tmux.wait_for("the banner", |l| {
-        l.contains("shell in fixture-tty 1.0.0, after configure (/build/src, prefix /app)")
+        l.contains("packager: fixture-tty 1.0.0 after configure, /build/src, prefix /app; exit or Ctrl-D to leave")
     });
     let containers = containers_of(&docker, "fixture-tty");
     assert_eq!(containers.len(), 1);
@@ -522,7 +522,7 @@ fn an_interactive_shell_has_a_terminal_that_follows_the_window() {
     tmux.wait_for("a command's output", |l| l == "in-/build/src-42");
     tmux.wait_for("a TTY", |l| l == "stdin-is-a-tty");
     tmux.line("stty size | sed 's/^/size=/'");
-    tmux.wait_for("the initial size", |l| l == "size=30 100");
+    tmux.wait_for("the initial size", |l| l == "size=30 110");
 
     tmux.resize(120, 40);
     tmux.line("stty size | sed 's/^/size=/'");
@@ -560,11 +560,11 @@ fn an_interactive_shell_on_failure_ends_the_build_with_ctrl_d() {
     let tmux = Tmux::start(
         ws.dir.path(),
         &script(&ws, "build fixture-ttyfail 1.0.0 --shell-on-failure"),
-        100,
+        110,
         30,
     );
     tmux.wait_for("the banner", |l| {
-        l.contains("shell in fixture-ttyfail 1.0.0 where configure failed")
+        l.contains("packager: fixture-ttyfail 1.0.0 where configure failed, /build/src")
     });
     tmux.line("cat config.log");
     tmux.wait_for("the failed tree", |l| l == "checking for libfoo... no");

@@ -277,7 +277,7 @@ async fn build(
         };
         let banner = || {
             ui.note(&format!(
-                "shell in {} where {what} ({SOURCE_DIR}, prefix {}); `exit` or Ctrl-D to leave, then the build fails",
+                "{} where {what}, {SOURCE_DIR}, prefix {}; exit or Ctrl-D to leave (the build then fails)",
                 job_name(&recipe),
                 recipe.prefix
             ))
@@ -347,7 +347,7 @@ async fn shell(cli: &Cli, ui: Arc<Ui>, args: &ShellArgs) -> Result<u8, Error> {
         let code = session
             .run(&docker, || {
                 ui.note(&format!(
-                    "shell in kept container {} of {job} ({SOURCE_DIR}); `exit` or Ctrl-D to leave",
+                    "kept container {} of {job}, {SOURCE_DIR}; exit or Ctrl-D to leave",
                     short(&info.id)
                 ))
             })
@@ -380,11 +380,11 @@ async fn shell(cli: &Cli, ui: Arc<Ui>, args: &ShellArgs) -> Result<u8, Error> {
     let mut prepared = builder.prepare(&recipe, &opts, until).await?;
     let reached = match (&prepared.failure, prepared.reached) {
         (Some(packager::build::BuildError::Phase { phase, .. }), _) => {
-            format!("{phase} failed")
+            format!("where {phase} failed")
         }
-        (Some(_), _) => "setting up failed".into(),
+        (Some(_), _) => "where setting up failed".into(),
         (None, Some(phase)) => format!("after {phase}"),
-        (None, None) => "sources unpacked".into(),
+        (None, None) => "with sources unpacked".into(),
     };
     if let Some(failure) = prepared.failure.take() {
         // Not the end: the shell opens where the failure left the tree.
@@ -398,16 +398,19 @@ async fn shell(cli: &Cli, ui: Arc<Ui>, args: &ShellArgs) -> Result<u8, Error> {
         command,
         prompt_tag: job.clone(),
     };
-    let code =
-        session
-            .run(&builder.docker, || {
-                ui.note(&format!(
-                "shell in {job}, {reached} ({SOURCE_DIR}, prefix {}); `exit` or Ctrl-D to leave{}",
+    let code = session
+        .run(&builder.docker, || {
+            ui.note(&format!(
+                "{job} {reached}, {SOURCE_DIR}, prefix {}; exit or Ctrl-D to leave{}",
                 recipe.prefix,
-                if args.keep { "" } else { ", the container is then removed" }
+                if args.keep {
+                    " (the container is kept)"
+                } else {
+                    ""
+                }
             ))
-            })
-            .await;
+        })
+        .await;
     if args.keep {
         let id = prepared.container.keep_for_debugging().await?;
         hint_line(

@@ -143,13 +143,13 @@ pub struct BuildArgs {
     /// Keep the container of a failed build, to look inside it (`packager shell --attach`)
     #[arg(long)]
     pub keep: bool,
+    /// Parallel compile jobs inside the build ({jobs}, $JOBS); default: the number of CPUs
+    #[arg(long, value_name = "N")]
+    pub make_jobs: Option<usize>,
     /// When the build fails in its container, open a shell there (as the failure left it);
     /// the build still fails when the shell exits
     #[arg(long)]
     pub shell_on_failure: bool,
-    /// Parallel compile jobs inside the build ({jobs}, $JOBS); default: the number of CPUs
-    #[arg(long, value_name = "N")]
-    pub make_jobs: Option<usize>,
 }
 
 const SHELL_EXAMPLES: &str = "\
