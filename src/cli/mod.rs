@@ -249,6 +249,10 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.exit_code() as u8)
         }
         Err(code) => {
+            if shell::used_terminal() {
+                // The shell's prompt may still be on the last line.
+                eprintln!();
+            }
             ui::error_line("interrupted");
             ExitCode::from(code)
         }

@@ -26,6 +26,14 @@ const LAUNCHER: &str = "if command -v bash >/dev/null 2>&1; then exec bash; else
 /// shell instead of ending the packager.
 static INTERACTIVE: AtomicBool = AtomicBool::new(false);
 
+/// Set once an interactive session has taken the terminal (its prompt may end a line).
+static USED_TERMINAL: AtomicBool = AtomicBool::new(false);
+
+/// Whether an interactive session has taken the terminal in this run.
+pub fn used_terminal() -> bool {
+    USED_TERMINAL.load(Ordering::SeqCst)
+}
+
 /// Whether an interactive session owns the terminal.
 pub fn interactive() -> bool {
     INTERACTIVE.load(Ordering::SeqCst)
@@ -166,6 +174,7 @@ impl RawMode {
         });
         crossterm::terminal::enable_raw_mode()?;
         INTERACTIVE.store(true, Ordering::SeqCst);
+        USED_TERMINAL.store(true, Ordering::SeqCst);
         Ok(RawMode)
     }
 }
