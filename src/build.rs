@@ -356,7 +356,8 @@ pub fn labels(recipe: &Recipe, run_id: &str, role: &str) -> BTreeMap<String, Str
 }
 
 /// Removes containers left by packager processes on this host that no longer run (killed
-/// runs). Returns their ids.
+/// runs), except those kept for debugging (named [`crate::docker::KEPT_PREFIX`]…). Returns their
+/// ids.
 pub async fn remove_orphans(docker: &Docker) -> Result<Vec<String>, DockerError> {
     let me = hostname();
     let mut removed = Vec::new();
@@ -364,6 +365,13 @@ pub async fn remove_orphans(docker: &Docker) -> Result<Vec<String>, DockerError>
         .list_containers(&[(crate::docker::MANAGED_LABEL, None)])
         .await?
     {
+        if c.names
+            .iter()
+            .any(|n| n.starts_with(crate::docker::KEPT_PREFIX))
+        {
+            // Kept for debugging (`--keep`): the user removes it.
+            continue;
+        }
         let Some((host, pid)) = c.labels.get(OWNER_LABEL).and_then(|o| o.rsplit_once(':')) else {
             continue;
         };
@@ -496,6 +504,23 @@ pub struct Builder {
     pub jobs: usize,
 }
 
+/// A build container set up by [`Builder::prepare`]: created, started, sources unpacked, and
+/// the phases up to the one asked for run (or the first failure).
+pub struct Prepared {
+    /// The build container (removed when dropped).
+    pub container: ContainerGuard,
+    /// The build log.
+    pub log: BuildLog,
+    /// The build image used.
+    pub image: EnsuredImage,
+    /// The downloads used.
+    pub fetched: Vec<Fetched>,
+    /// The last phase that completed; `None` when none ran (or the first one failed).
+    pub reached: Option<Phase>,
+    /// What failed in the container (unpacking or a phase), leaving it as the failure left it.
+    pub failure: Option<BuildError>,
+}
+
 impl Builder {
     fn cache_dir(&self) -> &Path {
         self.fetcher.cache().root()
@@ -510,7 +535,24 @@ impl Builder {
     /// another fresh container from the stack's run image. The test container is started while
     /// the build runs, and the build container removed while the test runs.
     pub async fn build(&self, recipe: &Recipe, opts: &BuildOptions) -> Result<Built, BuildError> {
-        let job = format!("{} {}", recipe.runtime, recipe.version);
+        self.build_with(recipe, opts, async |_: &ContainerGuard, _: &BuildError| {})
+            .await
+    }
+
+    /// [`Builder::build`], calling `on_failure` with the build container and the error when
+    /// the build fails in it (unpacking, a phase, packaging), before the container is removed
+    /// (or kept, with [`BuildOptions::keep`]): the container is exactly as the failure left it.
+    /// The CLI opens a debug shell there (`--shell-on-failure`).
+    pub async fn build_with<F>(
+        &self,
+        recipe: &Recipe,
+        opts: &BuildOptions,
+        on_failure: F,
+    ) -> Result<Built, BuildError>
+    where
+        F: AsyncFnOnce(&ContainerGuard, &BuildError),
+    {
+        let job = job_name(recipe);
         let reporter = &*self.reporter;
 
         let started = Instant::now();
@@ -524,7 +566,7 @@ impl Builder {
         reporter.step_finished(&job, "stack", started.elapsed());
 
         let (built, tester) = tokio::join!(
-            self.build_only(recipe, opts, &job, image),
+            self.build_only(recipe, opts, image, on_failure),
             crate::test::TestContainer::start(
                 &self.docker,
                 &run_image.reference,
@@ -545,15 +587,39 @@ impl Builder {
         Ok(built)
     }
 
-    /// Fetches, builds and packages; returns the still-running build container too.
-    async fn build_only(
+    /// Sets up a build container exactly as a build does — stack image, fetched sources, a
+    /// fresh labelled container with the read-only cache mount, the recipe's network policy
+    /// and environment, sources unpacked in [`SOURCE_DIR`] — then runs the phases up to and
+    /// including `until` (none when `None`). A failure inside the container does not remove
+    /// it: it is returned in [`Prepared::failure`] with the container as it left it.
+    pub async fn prepare(
         &self,
         recipe: &Recipe,
         opts: &BuildOptions,
-        job: &str,
+        until: Option<Phase>,
+    ) -> Result<Prepared, BuildError> {
+        let job = job_name(recipe);
+        let reporter = &*self.reporter;
+        let started = Instant::now();
+        reporter.step_started(&job, "stack");
+        let stack = stack::load(&self.recipes_dir, &recipe.stack)?;
+        let mut progress = |line: &str| reporter.output(&job, line);
+        let image = stack
+            .ensure_build_image(&self.docker, &mut progress)
+            .await?;
+        reporter.step_finished(&job, "stack", started.elapsed());
+        self.prepare_in(recipe, opts, image, until).await
+    }
+
+    /// [`Builder::prepare`] with the build image already made sure of.
+    async fn prepare_in(
+        &self,
+        recipe: &Recipe,
+        opts: &BuildOptions,
         image: EnsuredImage,
-    ) -> Result<(Built, ContainerGuard), BuildError> {
-        let job = job.to_string();
+        until: Option<Phase>,
+    ) -> Result<Prepared, BuildError> {
+        let job = job_name(recipe);
         let reporter = &*self.reporter;
         let started = Instant::now();
         reporter.step_started(&job, "fetch");
@@ -592,25 +658,83 @@ impl Builder {
         spec.network = recipe.build.network;
         let container = self.docker.create_container(&spec).await?;
         container.start().await?;
-        let result = self
-            .build_in(&container, recipe, opts, &job, &fetched, &mut log)
-            .await;
+        let mut reached = None;
+        let failure = self
+            .setup_in(
+                &container,
+                recipe,
+                &job,
+                &fetched,
+                &mut log,
+                until,
+                &mut reached,
+            )
+            .await
+            .err();
+        if let Some(e) = &failure {
+            log.line(&format!("# failed: {e}"));
+            let _ = log.flush();
+        }
+        Ok(Prepared {
+            container,
+            log,
+            image,
+            fetched,
+            reached,
+            failure,
+        })
+    }
+
+    /// Fetches, builds and packages; returns the still-running build container too.
+    async fn build_only<F>(
+        &self,
+        recipe: &Recipe,
+        opts: &BuildOptions,
+        image: EnsuredImage,
+        on_failure: F,
+    ) -> Result<(Built, ContainerGuard), BuildError>
+    where
+        F: AsyncFnOnce(&ContainerGuard, &BuildError),
+    {
+        let job = job_name(recipe);
+        let Prepared {
+            container,
+            mut log,
+            image,
+            fetched,
+            failure,
+            ..
+        } = self
+            .prepare_in(recipe, opts, image, Some(Phase::Install))
+            .await?;
+        let result = match failure {
+            Some(e) => Err(e),
+            None => {
+                let packaged = self
+                    .package_in(&container, recipe, opts, &job, &mut log)
+                    .await;
+                if let Err(e) = &packaged {
+                    log.line(&format!("# failed: {e}"));
+                    let _ = log.flush();
+                }
+                packaged
+            }
+        };
         match result {
-            Ok(artifact) => Ok((
+            Ok((artifact, work)) => Ok((
                 Built {
-                    artifact: artifact.0,
+                    artifact,
                     log: log.path().to_path_buf(),
                     build_image: image,
                     fetched,
-                    work: artifact.1,
+                    work,
                 },
                 container,
             )),
             Err(mut e) => {
-                log.line(&format!("# failed: {e}"));
-                let _ = log.flush();
+                on_failure(&container, &e).await;
                 if opts.keep {
-                    let id = container.keep();
+                    let id = container.keep_for_debugging().await?;
                     if let BuildError::Phase { failure, .. } = &mut e {
                         failure.debug = format!(
                             "the container is kept: `packager shell --attach {}` to look inside, `docker rm -f {}` when done",
@@ -626,15 +750,19 @@ impl Builder {
         }
     }
 
-    async fn build_in(
+    /// Unpacks the sources and runs the phases up to `until`, recording each completed phase
+    /// in `reached`.
+    #[allow(clippy::too_many_arguments)]
+    async fn setup_in(
         &self,
         container: &ContainerGuard,
         recipe: &Recipe,
-        opts: &BuildOptions,
         job: &str,
         fetched: &[Fetched],
         log: &mut BuildLog,
-    ) -> Result<(package::Artifact, tempfile::TempDir), BuildError> {
+        until: Option<Phase>,
+        reached: &mut Option<Phase>,
+    ) -> Result<(), BuildError> {
         let reporter = &*self.reporter;
         // The engine made the working directory (SOURCE_DIR); the prefix is made while the
         // sources are sent.
@@ -650,7 +778,9 @@ impl Builder {
         unpacked?;
         reporter.step_finished(job, "unpack", started.elapsed());
 
-        let mut previous: Option<Phase> = None;
+        let Some(until) = until else {
+            return Ok(());
+        };
         for phase in Phase::ALL {
             let commands = phase.commands(recipe);
             let started = Instant::now();
@@ -659,7 +789,7 @@ impl Builder {
             if let Some((command, exit_code, tail)) =
                 run_commands(container, commands, SOURCE_DIR, job, log, reporter).await?
             {
-                let after = previous.map_or(String::new(), |p| format!(" --after {p}"));
+                let after = reached.map_or(String::new(), |p| format!(" --after {p}"));
                 return Err(BuildError::Phase {
                     phase,
                     failure: Box::new(Failure {
@@ -669,16 +799,31 @@ impl Builder {
                         tail,
                         log: log.path().to_path_buf(),
                         debug: format!(
-                            "debug it in the same environment: `packager shell {} {}{after}` (or rerun with --keep)",
+                            "debug it in the same environment: `packager shell {} {}{after}` (or rerun with --keep or --shell-on-failure)",
                             recipe.runtime, recipe.version
                         ),
                     }),
                 });
             }
             reporter.step_finished(job, phase.name(), started.elapsed());
-            previous = Some(phase);
+            *reached = Some(phase);
+            if phase == until {
+                break;
+            }
         }
+        Ok(())
+    }
 
+    /// Copies the prefix out of the container and packages it.
+    async fn package_in(
+        &self,
+        container: &ContainerGuard,
+        recipe: &Recipe,
+        opts: &BuildOptions,
+        job: &str,
+        log: &mut BuildLog,
+    ) -> Result<(package::Artifact, tempfile::TempDir), BuildError> {
+        let reporter = &*self.reporter;
         let started = Instant::now();
         reporter.step_started(job, "package");
         let work = tempfile::Builder::new()
@@ -758,6 +903,11 @@ impl Builder {
         }
         Ok(())
     }
+}
+
+/// `runtime version`, the name of a job in reports and errors.
+pub fn job_name(recipe: &Recipe) -> String {
+    format!("{} {}", recipe.runtime, recipe.version)
 }
 
 /// The short form of a container id.

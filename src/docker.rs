@@ -20,13 +20,18 @@ use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
     DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, UploadToContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, RenameContainerOptionsBuilder,
+    ResizeExecOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
 /// Label put on every container this module creates; the value is always `"true"`.
 pub const MANAGED_LABEL: &str = "packager.managed";
+
+/// Name prefix of containers kept for debugging ([`ContainerGuard::keep_for_debugging`]);
+/// orphan cleanups leave them alone.
+pub const KEPT_PREFIX: &str = "packager-kept-";
 
 /// Where we connect when `DOCKER_HOST` is unset.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -43,6 +48,15 @@ const TAIL_LINES: usize = 40;
 
 /// A stream of bytes coming out of the engine (e.g. a tar archive from [`Docker::download`]).
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, DockerError>> + Send>>;
+
+/// The output of an attached exec ([`Docker::exec_attached`]): chunks of bytes as they come,
+/// tagged with their stream (with a TTY, everything is [`OutputStream::Stdout`]).
+pub type ExecOutput =
+    Pin<Box<dyn Stream<Item = Result<(OutputStream, Bytes), DockerError>> + Send>>;
+
+/// The stdin of an attached exec. Shutting it down (`AsyncWriteExt::shutdown`) closes the
+/// command's stdin (end of file), like `docker exec -i` does when its input ends.
+pub type ExecInput = Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
 
 /// An error from the engine or its client library. Its text is the library's message; it is
 /// only ever exposed as the `source()` of a [`DockerError`].
@@ -1017,29 +1031,150 @@ impl Docker {
                 output(OutputStream::Stderr, line);
             });
         }
+        let exit_code = self.exec_exit_code(id, &exec.id, &command).await?;
+        Ok(ExecResult {
+            container: id.to_owned(),
+            command,
+            exit_code,
+            tail: tail.into_vec(),
+        })
+    }
+
+    /// Starts a command with its stdin attached and returns its output stream, its input and a
+    /// handle to resize its TTY and read its exit code. With `tty`, the command gets a
+    /// pseudo-terminal (an interactive shell); without, stdout and stderr stay apart.
+    ///
+    /// The output stream ends when the command exits; then [`ExecHandle::exit_code`] gives
+    /// its exit code.
+    pub async fn exec_attached(
+        &self,
+        id: &str,
+        spec: &ExecSpec,
+        tty: bool,
+    ) -> Result<AttachedExec, DockerError> {
+        let command = spec.display();
+        let config = bollard::exec::CreateExecOptions {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            attach_stdin: Some(true),
+            tty: Some(tty),
+            env: Some(env_list(&spec.env)),
+            cmd: Some(spec.command.clone()),
+            working_dir: spec.working_dir.clone(),
+            user: spec.user.clone(),
+            ..Default::default()
+        };
+        let exec = self
+            .client
+            .create_exec(id, config)
+            .await
+            .map_err(|e| DockerError::container(id, format!("create exec `{command}`"), e))?;
+        let options = bollard::exec::StartExecOptions {
+            detach: false,
+            tty,
+            output_capacity: None,
+        };
+        let started = self
+            .client
+            .start_exec(&exec.id, Some(options))
+            .await
+            .map_err(|e| DockerError::container(id, format!("start exec `{command}`"), e))?;
+        let bollard::exec::StartExecResults::Attached { output, input } = started else {
+            return Err(DockerError::NoExitCode {
+                container: id.to_owned(),
+                command,
+            });
+        };
+        let (container, what) = (id.to_owned(), format!("read output of `{command}`"));
+        let output = output
+            .filter_map(move |chunk| {
+                let item = match chunk {
+                    Ok(bollard::container::LogOutput::StdErr { message }) => {
+                        Some(Ok((OutputStream::Stderr, message)))
+                    }
+                    Ok(
+                        bollard::container::LogOutput::StdOut { message }
+                        | bollard::container::LogOutput::Console { message },
+                    ) => Some(Ok((OutputStream::Stdout, message))),
+                    Ok(bollard::container::LogOutput::StdIn { .. }) => None,
+                    Err(e) => Some(Err(DockerError::container(&container, what.clone(), e))),
+                };
+                std::future::ready(item)
+            })
+            .boxed();
+        Ok(AttachedExec {
+            output,
+            input,
+            handle: ExecHandle {
+                docker: self.clone(),
+                container: id.to_owned(),
+                exec_id: exec.id,
+                command,
+            },
+        })
+    }
+
+    /// Waits for the engine to record the exit code of an exec whose output has ended.
+    async fn exec_exit_code(
+        &self,
+        id: &str,
+        exec_id: &str,
+        command: &str,
+    ) -> Result<i64, DockerError> {
         // The output stream closes when the process exits, but the engine may record the exit
         // code a moment later.
         for attempt in 0..50 {
             let inspect =
-                self.client.inspect_exec(&exec.id).await.map_err(|e| {
+                self.client.inspect_exec(exec_id).await.map_err(|e| {
                     DockerError::container(id, format!("inspect exec `{command}`"), e)
                 })?;
             match (inspect.running, inspect.exit_code) {
-                (Some(false), Some(exit_code)) => {
-                    return Ok(ExecResult {
-                        container: id.to_owned(),
-                        command,
-                        exit_code,
-                        tail: tail.into_vec(),
-                    });
-                }
+                (Some(false), Some(exit_code)) => return Ok(exit_code),
                 _ => tokio::time::sleep(Duration::from_millis(20 * (attempt + 1))).await,
             }
         }
         Err(DockerError::NoExitCode {
             container: id.to_owned(),
-            command,
+            command: command.to_owned(),
         })
+    }
+
+    /// What the engine knows of a container (by id, unique id prefix or name); `None` if there
+    /// is no such container.
+    pub async fn inspect_container(&self, id: &str) -> Result<Option<ContainerInfo>, DockerError> {
+        match self.client.inspect_container(id, None).await {
+            Ok(c) => {
+                let config = c.config.unwrap_or_default();
+                Ok(Some(ContainerInfo {
+                    id: c.id.unwrap_or_default(),
+                    names: c
+                        .name
+                        .map(|n| n.trim_start_matches('/').to_owned())
+                        .into_iter()
+                        .collect(),
+                    image: config.image.unwrap_or_default(),
+                    state: c
+                        .state
+                        .and_then(|s| s.status)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
+                    labels: config.labels.unwrap_or_default().into_iter().collect(),
+                }))
+            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(DockerError::engine(format!("inspect container `{id}`"), e)),
+        }
+    }
+
+    /// Renames a container.
+    pub async fn rename_container(&self, id: &str, name: &str) -> Result<(), DockerError> {
+        let options = RenameContainerOptionsBuilder::default().name(name).build();
+        self.client
+            .rename_container(id, options)
+            .await
+            .map_err(|e| DockerError::container(id, format!("rename to `{name}`"), e))
     }
 
     /// Extracts a tar stream into `path` (an existing directory) in the container.
@@ -1214,10 +1349,95 @@ impl ContainerGuard {
         self.docker.remove_container(&self.id).await
     }
 
+    /// Starts a command with its stdin attached; see [`Docker::exec_attached`].
+    pub async fn exec_attached(
+        &self,
+        spec: &ExecSpec,
+        tty: bool,
+    ) -> Result<AttachedExec, DockerError> {
+        self.docker.exec_attached(&self.id, spec, tty).await
+    }
+
     /// Gives up ownership: the container is kept, and its id returned.
     pub fn keep(mut self) -> String {
         self.armed = false;
         std::mem::take(&mut self.id)
+    }
+
+    /// Gives up ownership and renames the container `packager-kept-<short id>` ([`KEPT_PREFIX`])
+    /// so that orphan cleanups of later runs leave it alone; returns its id. If the rename
+    /// fails, the container is removed (the guard stays armed) and the error returned.
+    pub async fn keep_for_debugging(self) -> Result<String, DockerError> {
+        let name = format!("{KEPT_PREFIX}{}", &self.id[..self.id.len().min(12)]);
+        self.docker.rename_container(&self.id, &name).await?;
+        Ok(self.keep())
+    }
+}
+
+/// A command started by [`Docker::exec_attached`]: its output, its input and a handle.
+pub struct AttachedExec {
+    /// What the command writes, as it comes; ends when the command exits.
+    pub output: ExecOutput,
+    /// The command's stdin.
+    pub input: ExecInput,
+    /// Resizes the command's TTY and reads its exit code.
+    pub handle: ExecHandle,
+}
+
+impl std::fmt::Debug for AttachedExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttachedExec")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A handle on an attached exec: resize its TTY, read its exit code. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ExecHandle {
+    docker: Docker,
+    container: String,
+    exec_id: String,
+    command: String,
+}
+
+impl ExecHandle {
+    /// Sets the size of the command's TTY (a `SIGWINCH` for the command). The engine refuses
+    /// to resize an exec that has not started yet, so a refusal is retried a few times.
+    pub async fn resize(&self, columns: u16, rows: u16) -> Result<(), DockerError> {
+        let options = ResizeExecOptionsBuilder::new()
+            .h(i32::from(rows))
+            .w(i32::from(columns))
+            .build();
+        let mut attempt = 0;
+        loop {
+            match self
+                .docker
+                .client
+                .resize_exec(&self.exec_id, options.clone())
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(_) if attempt < 10 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
+                }
+                Err(e) => {
+                    return Err(DockerError::container(
+                        &self.container,
+                        format!("resize the terminal of `{}`", self.command),
+                        e,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The command's exit code, once its output has ended.
+    pub async fn exit_code(&self) -> Result<i64, DockerError> {
+        self.docker
+            .exec_exit_code(&self.container, &self.exec_id, &self.command)
+            .await
     }
 }
 

@@ -21,7 +21,9 @@ fn help_snapshots() {
         "show",
         "fetch",
         "build",
+        "shell",
         "stack",
+        "plan",
         "inventory",
         "checksum",
     ] {
@@ -35,4 +37,23 @@ fn version_flag() {
         help(&["--version"]),
         format!("packager {}\n", env!("CARGO_PKG_VERSION"))
     );
+}
+
+#[test]
+fn shell_arguments_are_checked() {
+    for args in [
+        &["shell"][..],
+        &["shell", "lua"][..],
+        &["shell", "--attach", "abc", "lua", "5.4.4"][..],
+        &["shell", "--attach", "abc", "--after", "build"][..],
+        &["shell", "lua", "5.4.4", "--after", "test"][..],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_packager"))
+            .args(args)
+            .env_clear()
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+    }
 }

@@ -13,8 +13,9 @@ use packager::recipe::{Catalogue, LoadOptions, Recipe};
 use packager::report::Reporter;
 use packager::version::Version;
 
-use super::ui::{Ui, render_error};
-use super::{BuildArgs, Cli, Command, PlanFormat, StackCommand};
+use super::shell::Session;
+use super::ui::{Ui, hint_line, render_chain, render_error};
+use super::{BuildArgs, Cli, Command, PlanFormat, ShellArgs, StackCommand};
 
 fn out(text: &str) -> Result<(), Error> {
     let mut stdout = std::io::stdout().lock();
@@ -28,11 +29,12 @@ fn out(text: &str) -> Result<(), Error> {
     }
 }
 
-/// Runs the parsed command.
-pub async fn run(cli: &Cli) -> Result<(), Error> {
+/// Runs the parsed command; returns the exit code (0, or a shell's).
+pub async fn run(cli: &Cli) -> Result<u8, Error> {
     let g = &cli.global;
     let ui = Arc::new(Ui::new(g));
-    match &cli.command {
+    let done = match &cli.command {
+        Command::Shell(args) => return shell(cli, ui, args).await,
         Command::List { runtime, json } => list(&g.recipes, runtime.as_deref(), *json),
         Command::Show { runtime, version } => {
             let catalogue = Catalogue::open(&g.recipes)?;
@@ -129,7 +131,8 @@ pub async fn run(cli: &Cli) -> Result<(), Error> {
             };
             out(&format!("{hex}  {}", packager::redact::redact_url(target)))
         }
-    }
+    };
+    done.map(|()| 0)
 }
 
 fn fetcher(g: &super::Global, ui: Arc<Ui>) -> Result<Fetcher, Error> {
@@ -203,29 +206,32 @@ fn run_id() -> String {
     )
 }
 
-async fn build(
+/// A builder for one recipe, connected to the engine (orphans of killed runs removed).
+struct Setup {
+    recipe: Recipe,
+    builder: packager::build::Builder,
+    source_date_epoch: u64,
+}
+
+async fn setup(
     cli: &Cli,
-    ui: Arc<Ui>,
+    ui: &Arc<Ui>,
     runtime: &str,
     version: &str,
-    args: &BuildArgs,
-) -> Result<(), Error> {
-    use packager::build::{BuildOptions, Builder, remove_orphans};
-    use packager::publish::{AnyStore, Artifact, Outcome, Store, inventory};
-
+    make_jobs: Option<usize>,
+) -> Result<Setup, Error> {
+    use packager::build::{Builder, remove_orphans};
     let g = &cli.global;
-    let store = AnyStore::open(&args.store).await?;
     let catalogue = Catalogue::open(&g.recipes)?;
     let version: Version = version.parse().map_err(|e| Error::Usage {
         message: format!("{e}"),
         hint: Some(format!("`packager list {runtime}` shows the versions")),
     })?;
-    let jobs = args
-        .make_jobs
+    let jobs = make_jobs
         .unwrap_or_else(|| LoadOptions::default().jobs)
         .max(1);
     let recipe = catalogue.load(runtime, &version, &LoadOptions { jobs })?;
-    warn_recipe(&*ui, &recipe);
+    warn_recipe(&**ui, &recipe);
     let source_date_epoch = packager::package::mtime_from_source_date_epoch(
         std::env::var("SOURCE_DATE_EPOCH").ok().as_deref(),
     )
@@ -243,20 +249,73 @@ async fn build(
         ));
     }
     let builder = Builder {
-        docker: docker.clone(),
+        docker,
         fetcher: Arc::new(fetcher(g, ui.clone())?),
         recipes_dir: g.recipes.clone(),
         reporter: ui.clone(),
         run_id: run_id(),
         jobs,
     };
+    Ok(Setup {
+        recipe,
+        builder,
+        source_date_epoch,
+    })
+}
+
+async fn build(
+    cli: &Cli,
+    ui: Arc<Ui>,
+    runtime: &str,
+    version: &str,
+    args: &BuildArgs,
+) -> Result<(), Error> {
+    use packager::build::{BuildError, BuildOptions, SOURCE_DIR, job_name};
+    use packager::docker::ContainerGuard;
+    use packager::publish::{AnyStore, Artifact, Outcome, Store, inventory};
+
+    // `build` selects exactly one job, so `--shell-on-failure` can never interleave
+    // terminals; a command that runs several jobs must refuse it unless one job runs.
+    let store = AnyStore::open(&args.store).await?;
+    let Setup {
+        recipe,
+        builder,
+        source_date_epoch,
+    } = setup(cli, &ui, runtime, version, args.make_jobs).await?;
     let opts = BuildOptions {
         keep: args.keep,
         source_date_epoch,
     };
-    let built = builder.build(&recipe, &opts).await?;
+    let on_failure = async |container: &ContainerGuard, error: &BuildError| {
+        if !args.shell_on_failure {
+            return;
+        }
+        ui.clear_steps();
+        render_chain(error, None);
+        let session = Session {
+            container: container.id(),
+            working_dir: SOURCE_DIR,
+            command: None,
+            prompt_tag: job_name(&recipe),
+        };
+        let what = match error {
+            BuildError::Phase { phase, .. } => format!("{phase} failed"),
+            _ => "the build failed".into(),
+        };
+        let banner = || {
+            ui.note(&format!(
+                "{} where {what}, {SOURCE_DIR}, prefix {}; exit or Ctrl-D to leave (the build then fails)",
+                job_name(&recipe),
+                recipe.prefix
+            ))
+        };
+        if let Err(e) = session.run(&builder.docker, banner).await {
+            render_error(&e);
+        }
+    };
+    let built = builder.build_with(&recipe, &opts, on_failure).await?;
 
-    let arch = docker.engine().await?.arch.as_str().to_string();
+    let arch = builder.docker.engine().await?.arch.as_str().to_string();
     let mut metadata = built.provenance(&recipe);
     metadata.insert("arch".into(), arch.clone());
     let published = store
@@ -294,6 +353,176 @@ async fn build(
         "{}  {}  sha256:{}",
         published.location, built.artifact.size, built.artifact.sha256
     ))
+}
+
+async fn shell(cli: &Cli, ui: Arc<Ui>, args: &ShellArgs) -> Result<u8, Error> {
+    use packager::build::{BuildOptions, Phase, RUNTIME_LABEL, SOURCE_DIR, VERSION_LABEL, short};
+    use packager::docker::{Docker, MANAGED_LABEL};
+
+    let command = (!args.command.is_empty()).then_some(args.command.as_slice());
+    let exit = |code: i64| u8::try_from(code).unwrap_or(1);
+    if let Some(target) = &args.attach {
+        let docker = Docker::connect().await?;
+        let info = docker
+            .inspect_container(target)
+            .await?
+            .filter(|c| c.labels.contains_key(MANAGED_LABEL))
+            .ok_or_else(|| Error::Usage {
+                message: format!("no packager container `{target}`"),
+                hint: Some(
+                    "`docker ps --filter label=packager.managed` lists them; `packager build --keep` and `packager shell --keep` keep one".into(),
+                ),
+            })?;
+        if info.state != "running" {
+            docker.start_container(&info.id).await?;
+        }
+        let label = |key: &str| info.labels.get(key).cloned().unwrap_or_default();
+        let job = format!("{} {}", label(RUNTIME_LABEL), label(VERSION_LABEL));
+        let session = Session {
+            container: &info.id,
+            working_dir: SOURCE_DIR,
+            command,
+            prompt_tag: job.clone(),
+        };
+        let code = session
+            .run(&docker, || {
+                ui.note(&format!(
+                    "kept container {} of {job}, {SOURCE_DIR}; exit or Ctrl-D to leave",
+                    short(&info.id)
+                ))
+            })
+            .await?;
+        if session.is_interactive() {
+            hint_line(
+                ui.is_quiet(),
+                &format!(
+                    "the container is kept: `docker rm -f {}` when done",
+                    short(&info.id)
+                ),
+            );
+        }
+        return Ok(exit(code));
+    }
+
+    let (Some(runtime), Some(version)) = (&args.runtime, &args.version) else {
+        unreachable!("clap requires RUNTIME and VERSION without --attach");
+    };
+    let Setup {
+        recipe,
+        builder,
+        source_date_epoch,
+    } = setup(cli, &ui, runtime, version, args.make_jobs).await?;
+    let opts = BuildOptions {
+        keep: args.keep,
+        source_date_epoch,
+    };
+    let until = args.after.map(Phase::from);
+    let mut prepared = builder.prepare(&recipe, &opts, until).await?;
+    let reached = match (&prepared.failure, prepared.reached) {
+        (Some(packager::build::BuildError::Phase { phase, .. }), _) => {
+            format!("where {phase} failed")
+        }
+        (Some(_), _) => "where setting up failed".into(),
+        (None, Some(phase)) => format!("after {phase}"),
+        (None, None) => "with sources unpacked".into(),
+    };
+    if let Some(failure) = prepared.failure.take() {
+        // Not the end: the shell opens where the failure left the tree.
+        ui.clear_steps();
+        render_chain(&failure, None);
+    }
+    let job = packager::build::job_name(&recipe);
+    let session = Session {
+        container: prepared.container.id(),
+        working_dir: SOURCE_DIR,
+        command,
+        prompt_tag: job.clone(),
+    };
+    let code = session
+        .run(&builder.docker, || {
+            ui.note(&format!(
+                "{job} {reached}, {SOURCE_DIR}, prefix {}; exit or Ctrl-D to leave{}",
+                recipe.prefix,
+                if args.keep {
+                    " (the container is kept)"
+                } else {
+                    ""
+                }
+            ))
+        })
+        .await;
+    if args.keep {
+        let id = prepared.container.keep_for_debugging().await?;
+        hint_line(
+            ui.is_quiet(),
+            &format!(
+                "the container is kept: `packager shell --attach {}` to come back, `docker rm -f {}` when done",
+                short(&id),
+                short(&id)
+            ),
+        );
+    } else {
+        prepared.container.remove().await?;
+    }
+    Ok(exit(code?))
+}
+
+async fn stack_command(cli: &Cli, ui: Arc<Ui>, command: &StackCommand) -> Result<(), Error> {
+    use packager::stack::{ImageSource, Role};
+    let recipes = &cli.global.recipes;
+    match command {
+        StackCommand::List => {
+            let stacks = packager::stack::load_all(recipes)?;
+            // The engine is optional here: without it, presence is unknown.
+            let docker = packager::docker::Docker::connect().await.ok();
+            for s in stacks {
+                let kind = match &s.build {
+                    ImageSource::Prebuilt { image } => format!("image {image}"),
+                    ImageSource::Dockerfile { path } => format!("dockerfile {path}"),
+                    ImageSource::Bootstrap(b) => format!("bootstrap {} ({})", b.suite, b.variant),
+                };
+                let mut images = Vec::new();
+                for role in [Role::Build, Role::Run] {
+                    if role == Role::Run && s.run.is_none() {
+                        continue;
+                    }
+                    let reference = s.image_reference(role);
+                    let state = match &docker {
+                        Some(d) => match d.image_exists(&reference).await? {
+                            true => "present",
+                            false => "absent",
+                        },
+                        None => "engine unreachable",
+                    };
+                    images.push(format!("{reference} ({state})"));
+                }
+                out(&format!("{}\t{kind}\t{}", s.name, images.join(", ")))?;
+            }
+            Ok(())
+        }
+        StackCommand::Build { name } => {
+            let stack = packager::stack::load(recipes, name)?;
+            let docker = packager::docker::Docker::connect().await?;
+            let job = format!("stack {name}");
+            for role in [Role::Build, Role::Run] {
+                if role == Role::Run && stack.run.is_none() {
+                    continue;
+                }
+                let step = format!("{role:?}").to_lowercase();
+                let started = std::time::Instant::now();
+                ui.step_started(&job, &step);
+                let image = stack
+                    .ensure_image(&docker, role, &mut |line: &str| ui.output(&job, line))
+                    .await?;
+                ui.step_finished(&job, &step, started.elapsed());
+                out(&format!(
+                    "{}  {:?}  {}  {} bytes",
+                    image.reference, image.outcome, image.id, image.size
+                ))?;
+            }
+            Ok(())
+        }
+    }
 }
 
 async fn inventory_command(
@@ -366,64 +595,6 @@ fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
         "aarch64" => "arm64",
         _ => "amd64",
-    }
-}
-
-async fn stack_command(cli: &Cli, ui: Arc<Ui>, command: &StackCommand) -> Result<(), Error> {
-    use packager::stack::{ImageSource, Role};
-    let recipes = &cli.global.recipes;
-    match command {
-        StackCommand::List => {
-            let stacks = packager::stack::load_all(recipes)?;
-            // The engine is optional here: without it, presence is unknown.
-            let docker = packager::docker::Docker::connect().await.ok();
-            for s in stacks {
-                let kind = match &s.build {
-                    ImageSource::Prebuilt { image } => format!("image {image}"),
-                    ImageSource::Dockerfile { path } => format!("dockerfile {path}"),
-                    ImageSource::Bootstrap(b) => format!("bootstrap {} ({})", b.suite, b.variant),
-                };
-                let mut images = Vec::new();
-                for role in [Role::Build, Role::Run] {
-                    if role == Role::Run && s.run.is_none() {
-                        continue;
-                    }
-                    let reference = s.image_reference(role);
-                    let state = match &docker {
-                        Some(d) => match d.image_exists(&reference).await? {
-                            true => "present",
-                            false => "absent",
-                        },
-                        None => "engine unreachable",
-                    };
-                    images.push(format!("{reference} ({state})"));
-                }
-                out(&format!("{}\t{kind}\t{}", s.name, images.join(", ")))?;
-            }
-            Ok(())
-        }
-        StackCommand::Build { name } => {
-            let stack = packager::stack::load(recipes, name)?;
-            let docker = packager::docker::Docker::connect().await?;
-            let job = format!("stack {name}");
-            for role in [Role::Build, Role::Run] {
-                if role == Role::Run && stack.run.is_none() {
-                    continue;
-                }
-                let step = format!("{role:?}").to_lowercase();
-                let started = std::time::Instant::now();
-                ui.step_started(&job, &step);
-                let image = stack
-                    .ensure_image(&docker, role, &mut |line: &str| ui.output(&job, line))
-                    .await?;
-                ui.step_finished(&job, &step, started.elapsed());
-                out(&format!(
-                    "{}  {:?}  {}  {} bytes",
-                    image.reference, image.outcome, image.id, image.size
-                ))?;
-            }
-            Ok(())
-        }
     }
 }
 

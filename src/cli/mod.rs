@@ -2,6 +2,7 @@
 //! writes to the terminal: data to stdout, logs and progress to stderr.
 
 mod commands;
+mod shell;
 mod ui;
 
 use std::path::PathBuf;
@@ -109,6 +110,9 @@ pub enum Command {
         #[command(flatten)]
         build: BuildArgs,
     },
+    /// Open a shell (or run a command) in a build container, set up as a build would
+    #[command(after_long_help = SHELL_EXAMPLES)]
+    Shell(ShellArgs),
     /// Builder images (stacks): list them, or build one ahead of time
     Stack {
         #[command(subcommand)]
@@ -183,12 +187,75 @@ pub struct BuildArgs {
     /// Replace an artifact the store has with different content
     #[arg(long)]
     pub force: bool,
-    /// Keep the container of a failed build, to look inside it
+    /// Keep the container of a failed build, to look inside it (`packager shell --attach`)
     #[arg(long)]
     pub keep: bool,
     /// Parallel compile jobs inside the build ({jobs}, $JOBS); default: the number of CPUs
     #[arg(long, value_name = "N")]
     pub make_jobs: Option<usize>,
+    /// When the build fails in its container, open a shell there (as the failure left it);
+    /// the build still fails when the shell exits
+    #[arg(long)]
+    pub shell_on_failure: bool,
+}
+
+const SHELL_EXAMPLES: &str = "\
+Examples:
+  packager shell ruby 3.3.6                      a shell in the unpacked sources
+  packager shell ruby 3.3.6 --after configure    … after running configure
+  packager shell ruby 3.3.6 -- make -n           run one command, exit with its code
+  echo 'cat config.log' | packager shell ruby 3.3.6 --after configure
+  packager shell --attach 0123456789ab           re-enter a kept container";
+
+/// `packager shell …`
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// The runtime
+    #[arg(required_unless_present = "attach")]
+    pub runtime: Option<String>,
+    /// The version
+    #[arg(required_unless_present = "attach")]
+    pub version: Option<String>,
+    /// Run the phases up to and including this one first
+    #[arg(long, value_enum, value_name = "PHASE", conflicts_with = "attach")]
+    pub after: Option<AfterPhase>,
+    /// Keep the container when the shell exits (and print how to come back)
+    #[arg(long, conflicts_with = "attach")]
+    pub keep: bool,
+    /// Re-enter a container kept by `--keep` (id, id prefix or name)
+    #[arg(
+        long,
+        value_name = "CONTAINER",
+        conflicts_with_all = ["runtime", "version"]
+    )]
+    pub attach: Option<String>,
+    /// Parallel compile jobs inside the container ($JOBS); default: the number of CPUs
+    #[arg(long, value_name = "N", conflicts_with = "attach")]
+    pub make_jobs: Option<usize>,
+    /// Run this command (no TTY; output streamed, its exit code returned) instead of a shell
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// A phase to stop after.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AfterPhase {
+    /// After the `configure` commands
+    Configure,
+    /// After the `build` commands
+    Build,
+    /// After the `install` commands
+    Install,
+}
+
+impl From<AfterPhase> for packager::build::Phase {
+    fn from(p: AfterPhase) -> Self {
+        match p {
+            AfterPhase::Configure => packager::build::Phase::Configure,
+            AfterPhase::Build => packager::build::Phase::Build,
+            AfterPhase::Install => packager::build::Phase::Install,
+        }
+    }
 }
 
 /// How `plan` prints.
@@ -227,19 +294,51 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         tokio::select! {
-            r = commands::run(&cli) => Some(r),
-            _ = tokio::signal::ctrl_c() => None,
+            r = commands::run(&cli) => Ok(r),
+            code = interrupted() => Err(code),
         }
     });
+    // A read of stdin may still block a thread of the runtime; don't wait for it.
+    runtime.shutdown_background();
     match result {
-        Some(Ok(())) => ExitCode::SUCCESS,
-        Some(Err(e)) => {
+        Ok(Ok(code)) => ExitCode::from(code),
+        Ok(Err(e)) => {
             ui::render_error(&e);
             ExitCode::from(e.exit_code() as u8)
         }
-        None => {
+        Err(code) => {
+            if shell::used_terminal() {
+                // The shell's prompt may still be on the last line.
+                eprintln!();
+            }
             ui::error_line("interrupted");
-            ExitCode::from(130)
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Resolves with the exit code when the packager is asked to stop: SIGINT (130) — except
+/// while an interactive shell owns the terminal, whose Ctrl-C belongs to the shell — SIGTERM
+/// (143) or SIGHUP (129). The command's future is then dropped, so its containers are removed
+/// and the terminal restored by their guards.
+async fn interrupted() -> u8 {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return 130;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                if !shell::interactive() {
+                    return 130;
+                }
+            }
+            _ = term.recv() => return 143,
+            _ = hup.recv() => return 129,
         }
     }
 }

@@ -48,15 +48,27 @@ pub fn error_line(message: &str) {
 
 /// Prints an error, its causes and its hint on stderr.
 pub fn render_error(e: &packager::Error) {
+    render_chain(e, e.hint().as_deref());
+}
+
+/// Prints an error, its causes and, when given, a hint on stderr.
+pub fn render_chain(e: &dyn std::error::Error, hint: Option<&str>) {
     let mut err = anstream::stderr().lock();
     let _ = writeln!(err, "{ERROR}error{ERROR:#}: {e}");
-    let mut source = std::error::Error::source(e);
+    let mut source = e.source();
     while let Some(s) = source {
         let _ = writeln!(err, "{DIM}caused by{DIM:#}: {s}");
         source = s.source();
     }
-    if let Some(hint) = e.hint() {
+    if let Some(hint) = hint {
         let _ = writeln!(err, "{HINT}hint{HINT:#}: {hint}");
+    }
+}
+
+/// Prints a hint line on stderr (`hint: …`), unless quiet.
+pub fn hint_line(quiet: bool, message: &str) {
+    if !quiet {
+        let _ = writeln!(anstream::stderr(), "{HINT}hint{HINT:#}: {message}");
     }
 }
 
@@ -84,6 +96,28 @@ impl Ui {
             multi: MultiProgress::with_draw_target(target),
             bars: Mutex::new(HashMap::new()),
             steps: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Shows a line (unless quiet) whatever the verbosity: what the user asked to see.
+    pub fn note(&self, text: &str) {
+        if !self.quiet {
+            self.line(&format!("{HINT}packager{HINT:#}: {text}"));
+        }
+    }
+
+    /// Whether only errors are shown.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
+    /// Clears the spinners of unfinished steps (before a shell takes the terminal).
+    pub fn clear_steps(&self) {
+        if let Ok(mut steps) = self.steps.lock() {
+            for (_, bar) in steps.drain() {
+                bar.finish_and_clear();
+                self.multi.remove(&bar);
+            }
         }
     }
 

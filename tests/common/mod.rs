@@ -2,6 +2,7 @@
 //! to run the real binary.
 #![allow(dead_code)]
 
+pub mod engine;
 pub mod fixture;
 
 use std::collections::HashMap;

@@ -1,0 +1,67 @@
+//! Helpers for tests on the real Docker engine: the `mini` test stack (made once per test
+//! binary) and fixture runtimes served from loopback.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use packager::docker::Docker;
+
+use super::fixture::{c_project, tarball};
+use super::{Route, Server, Workspace, sha256_hex, stderr};
+
+/// One runtime for the whole test binary.
+pub fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Runtime::new().unwrap())
+}
+
+/// The engine; these tests fail loudly without one.
+pub fn docker() -> Docker {
+    rt().block_on(Docker::connect()).unwrap_or_else(|e| {
+        panic!("these tests need a Docker engine (DOCKER_HOST or /var/run/docker.sock): {e}")
+    })
+}
+
+/// A workspace with the mini stack, whose image is made once per test binary.
+pub fn workspace() -> Workspace {
+    let ws = Workspace::new();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stacks/mini/stack.toml");
+    ws.write(
+        "stacks/mini/stack.toml",
+        &std::fs::read_to_string(manifest).unwrap(),
+    );
+    static STACK: OnceLock<()> = OnceLock::new();
+    STACK.get_or_init(|| {
+        let o = ws.run(&["stack", "build", "mini"]);
+        assert!(o.status.success(), "stack build mini: {}", stderr(&o));
+    });
+    ws
+}
+
+/// Serves a fixture C project and writes its recipe (`extra` is appended); returns the
+/// tarball's sha256.
+pub fn fixture(ws: &Workspace, server: &Server, runtime: &str, extra: &str) -> String {
+    let top = format!("{runtime}-1.0.0");
+    let tgz = tarball(&top, &c_project(runtime, "1.0.0"));
+    let sum = sha256_hex(&tgz);
+    let url = server.route(&format!("/{top}.tar.gz"), Route::Body(tgz));
+    ws.write(
+        &format!("{runtime}/1.0.0.toml"),
+        &format!(
+            r#"stack = "mini"
+[source]
+url = "{url}"
+sha256 = "{sum}"
+[test]
+commands = ["{runtime} --version | grep -x '{runtime} 1.0.0'"]
+{extra}"#
+        ),
+    );
+    sum
+}
+
+/// Containers of a runtime still on the engine.
+pub fn containers_of(docker: &Docker, runtime: &str) -> Vec<packager::docker::ContainerInfo> {
+    rt().block_on(docker.list_containers(&[("packager.runtime", Some(runtime))]))
+        .unwrap()
+}
