@@ -206,6 +206,10 @@ pub struct BuildOptions {
     pub keep: bool,
     /// The mtime of every artifact entry, and `SOURCE_DATE_EPOCH` inside the container.
     pub source_date_epoch: u64,
+    /// Artifacts (on the host) of the runtimes this one is built against: extracted into the
+    /// prefix before `configure` and before the test; left out of the artifact unless the
+    /// recipe sets `include_requires`.
+    pub requires: Vec<PathBuf>,
 }
 
 impl Default for BuildOptions {
@@ -213,6 +217,7 @@ impl Default for BuildOptions {
         BuildOptions {
             keep: false,
             source_date_epoch: package::DEFAULT_MTIME,
+            requires: Vec::new(),
         }
     }
 }
@@ -580,7 +585,13 @@ impl Builder {
         let mut log = BuildLog::append(&built.log)?;
         let (removed, tested) = tokio::join!(
             container.remove(),
-            tester.run(recipe, &built.artifact.path, &mut log, reporter)
+            tester.run(
+                recipe,
+                &opts.requires,
+                &built.artifact.path,
+                &mut log,
+                reporter
+            )
         );
         tested?;
         removed?;
@@ -663,6 +674,7 @@ impl Builder {
             .setup_in(
                 &container,
                 recipe,
+                opts,
                 &job,
                 &fetched,
                 &mut log,
@@ -757,6 +769,7 @@ impl Builder {
         &self,
         container: &ContainerGuard,
         recipe: &Recipe,
+        opts: &BuildOptions,
         job: &str,
         fetched: &[Fetched],
         log: &mut BuildLog,
@@ -776,6 +789,10 @@ impl Builder {
         );
         made?.check()?;
         unpacked?;
+        for artifact in &opts.requires {
+            log.line(&format!("# requires {}", artifact.display()));
+            upload_artifact(container, artifact, &recipe.prefix).await?;
+        }
         reporter.step_finished(job, "unpack", started.elapsed());
 
         let Some(until) = until else {
@@ -847,6 +864,18 @@ impl Builder {
         let reader = tokio_util::io::StreamReader::new(stream);
         let mut options = PackageOptions::new(&recipe.prefix);
         options.mtime = opts.source_date_epoch;
+        if !opts.requires.is_empty() && !recipe.build.include_requires {
+            let requires = opts.requires.clone();
+            let exclusions =
+                tokio::task::spawn_blocking(move || package::Exclusions::from_artifacts(&requires))
+                    .await
+                    .expect("listing task does not panic")
+                    .map_err(|source| BuildError::Package {
+                        job: job.to_string(),
+                        source,
+                    })?;
+            options.exclude = Some(Arc::new(exclusions));
+        }
         let artifact = tokio::task::spawn_blocking(move || {
             let sync = tokio_util::io::SyncIoBridge::new(reader);
             package::package_tar_stream(sync, &dest, &options)
@@ -908,6 +937,25 @@ impl Builder {
 /// `runtime version`, the name of a job in reports and errors.
 pub fn job_name(recipe: &Recipe) -> String {
     format!("{} {}", recipe.runtime, recipe.version)
+}
+
+/// Extracts an artifact (`.tar.gz`, which the engine unpacks itself) at `prefix` in a
+/// container.
+pub async fn upload_artifact(
+    container: &ContainerGuard,
+    artifact: &Path,
+    prefix: &str,
+) -> Result<(), BuildError> {
+    let file = tokio::fs::File::open(artifact)
+        .await
+        .map_err(|source| BuildError::Io {
+            path: artifact.to_path_buf(),
+            source,
+        })?;
+    container
+        .upload(prefix, tokio_util::io::ReaderStream::new(file))
+        .await?;
+    Ok(())
 }
 
 /// The short form of a container id.

@@ -48,6 +48,24 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A job was refused: its version is published with other inputs.
+    #[error("{job} is published with other inputs: {reason}")]
+    Conflict {
+        /// `runtime version`.
+        job: String,
+        /// The plan's reason.
+        reason: String,
+    },
+    /// Jobs of a build run failed, conflicted or were blocked (each is reported above).
+    #[error("{failed} of {total} jobs did not complete ({conflicts} refused as conflicts)")]
+    Jobs {
+        /// Jobs that failed, conflicted, were blocked or cancelled.
+        failed: usize,
+        /// All jobs.
+        total: usize,
+        /// Of which conflicts.
+        conflicts: usize,
+    },
     /// Several independent operations failed (each is reported on its own line).
     #[error("{failed} of {total} operations failed")]
     Several {
@@ -94,7 +112,13 @@ impl Error {
             Error::Docker(e) => e.hint(),
             Error::Publish(e) => e.hint(),
             Error::Plan(e) => e.hint(),
-            Error::Io { .. } | Error::Several { .. } => None,
+            Error::Conflict { .. } => Some(
+                "buildpacks pin what they downloaded: bump the recipe's `revision` to publish a new artifact, or pass --force to replace it".into(),
+            ),
+            Error::Jobs { conflicts, .. } if *conflicts > 0 => Some(
+                "a conflict is a version published with other inputs: bump its `revision`, or pass --force to replace it".into(),
+            ),
+            Error::Io { .. } | Error::Several { .. } | Error::Jobs { .. } => None,
         }
     }
 }

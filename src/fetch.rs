@@ -460,10 +460,20 @@ impl Fetcher {
         downloads: &[Download],
         parallel: usize,
     ) -> Vec<Result<Fetched, FetchError>> {
-        futures_util::stream::iter(downloads.iter().map(|d| self.fetch(d)))
-            .buffered(parallel.max(1))
-            .collect()
-            .await
+        // A semaphore and join_all (rather than a buffered stream of closures) keeps this
+        // future `Send` for callers that spawn it.
+        let permits = tokio::sync::Semaphore::new(parallel.max(1));
+        let all = downloads.iter().map(|d| {
+            let permits = &permits;
+            async move {
+                let _permit = permits
+                    .acquire()
+                    .await
+                    .expect("the semaphore is never closed");
+                self.fetch(d).await
+            }
+        });
+        futures_util::future::join_all(all).await
     }
 }
 

@@ -4,8 +4,8 @@
 //!
 //! A job's build key is a sha256 over the packager's artifact format version, the canonical
 //! merged recipe (templated with `{jobs}` fixed, so the machine does not change it), the stack
-//! definition hash, the source and resource checksums, and the keys of the runtimes it is built
-//! against — so changing a recipe, its stack, a source or a dependency changes the key of that
+//! definition hash, `SOURCE_DATE_EPOCH`, the source and resource checksums, and the keys of the
+//! runtimes it is built against — so changing a recipe, its stack, a source or a dependency changes the key of that
 //! job and of every job built against it, and changing nothing changes nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -139,6 +139,9 @@ pub struct PlanOptions {
     pub force: bool,
     /// `{jobs}` for the recipes the jobs build with.
     pub jobs: usize,
+    /// The artifacts' entry mtime (`SOURCE_DATE_EPOCH`): it changes their bytes, so it is part
+    /// of the key.
+    pub source_date_epoch: u64,
 }
 
 /// A selection: a runtime and its versions or requirements (none: every version), or all.
@@ -288,7 +291,7 @@ pub async fn plan(
             }
         };
         let dep_keys: Vec<String> = deps[i].iter().map(|&d| keys[d].clone()).collect();
-        keys[i] = build_key(&n.canon, &stack_hash, &dep_keys);
+        keys[i] = build_key(&n.canon, &stack_hash, opts.source_date_epoch, &dep_keys);
     }
 
     // 5. What the store has (looked up concurrently).
@@ -370,7 +373,12 @@ pub fn short_key(key: &str) -> &str {
 }
 
 /// A job's build key.
-pub fn build_key(canonical: &Recipe, stack_hash: &str, dep_keys: &[String]) -> String {
+pub fn build_key(
+    canonical: &Recipe,
+    stack_hash: &str,
+    source_date_epoch: u64,
+    dep_keys: &[String],
+) -> String {
     let mut h = sha2::Sha256::new();
     let mut field = |name: &str, value: &str| {
         h.update(name.as_bytes());
@@ -381,6 +389,7 @@ pub fn build_key(canonical: &Recipe, stack_hash: &str, dep_keys: &[String]) -> S
     field("format", &ARTIFACT_FORMAT_VERSION.to_string());
     field("recipe", &canonical.to_toml());
     field("stack", stack_hash);
+    field("source-date-epoch", &source_date_epoch.to_string());
     field("source", &canonical.source.checksum.to_string());
     for r in &canonical.resources {
         field("resource", &r.checksum.to_string());

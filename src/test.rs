@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::build::{BuildError, BuildLog, Failure, container_env, labels, run_commands};
+use crate::build::{
+    BuildError, BuildLog, Failure, container_env, labels, run_commands, upload_artifact,
+};
 use crate::docker::{ContainerGuard, ContainerSpec, Docker};
 use crate::recipe::Recipe;
 use crate::report::Reporter;
@@ -44,6 +46,7 @@ impl TestContainer {
     pub async fn run(
         self,
         recipe: &Recipe,
+        requires: &[std::path::PathBuf],
         artifact: &Path,
         log: &mut BuildLog,
         reporter: &dyn Reporter,
@@ -54,16 +57,10 @@ impl TestContainer {
         log.line(&format!("# == test in {}", self.image));
         let container = self.container;
         let result = async {
-            // The engine extracts gzip-compressed tar archives itself.
-            let file = tokio::fs::File::open(artifact)
-                .await
-                .map_err(|source| BuildError::Io {
-                    path: artifact.to_path_buf(),
-                    source,
-                })?;
-            container
-                .upload(&recipe.prefix, tokio_util::io::ReaderStream::new(file))
-                .await?;
+            // What it was built against first (XSP needs Mono to run), then the artifact.
+            for a in requires.iter().map(|p| p.as_path()).chain([artifact]) {
+                upload_artifact(&container, a, &recipe.prefix).await?;
+            }
             if let Some((command, exit_code, tail)) =
                 run_commands(&container, &recipe.test.commands, "/", &job, log, reporter).await?
             {

@@ -86,10 +86,10 @@ pub async fn run(cli: &Cli) -> Result<u8, Error> {
             }
         }
         Command::Build {
-            runtime,
-            version,
+            selectors,
+            all,
             build: args,
-        } => build(cli, ui, runtime, version, args).await,
+        } => build(cli, ui, selectors, *all, args).await,
         Command::Stack { command } => stack_command(cli, ui, command).await,
         Command::Plan {
             selectors,
@@ -263,96 +263,262 @@ async fn setup(
     })
 }
 
+fn source_date_epoch() -> Result<u64, Error> {
+    packager::package::mtime_from_source_date_epoch(
+        std::env::var("SOURCE_DATE_EPOCH").ok().as_deref(),
+    )
+    .map_err(|e| Error::Usage {
+        message: e.to_string(),
+        hint: Some("SOURCE_DATE_EPOCH must be a number of seconds since 1970".into()),
+    })
+}
+
+/// `packager build SELECTORS…`: plan, then run the jobs to build (dependencies first, `-j` at a
+/// time), each built, tested, published and added to the inventory; then a report.
 async fn build(
     cli: &Cli,
     ui: Arc<Ui>,
-    runtime: &str,
-    version: &str,
+    selectors: &[String],
+    all: bool,
     args: &BuildArgs,
 ) -> Result<(), Error> {
-    use packager::build::{BuildError, BuildOptions, SOURCE_DIR, job_name};
+    use packager::build::{
+        BuildError, BuildOptions, Builder, SOURCE_DIR, job_name, remove_orphans,
+    };
     use packager::docker::ContainerGuard;
+    use packager::plan::{KEY_METADATA, Status};
     use packager::publish::{AnyStore, Artifact, Outcome, Store, inventory};
+    use packager::schedule::{Made, execute};
 
-    // `build` selects exactly one job, so `--shell-on-failure` can never interleave
-    // terminals; a command that runs several jobs must refuse it unless one job runs.
+    let g = &cli.global;
     let store = AnyStore::open(&args.store).await?;
-    let Setup {
-        recipe,
-        builder,
-        source_date_epoch,
-    } = setup(cli, &ui, runtime, version, args.make_jobs).await?;
-    let opts = BuildOptions {
-        keep: args.keep,
-        source_date_epoch,
-    };
-    let on_failure = async |container: &ContainerGuard, error: &BuildError| {
-        if !args.shell_on_failure {
-            return;
-        }
-        ui.clear_steps();
-        render_chain(error, None);
-        let session = Session {
-            container: container.id(),
-            working_dir: SOURCE_DIR,
-            command: None,
-            prompt_tag: job_name(&recipe),
-        };
-        let what = match error {
-            BuildError::Phase { phase, .. } => format!("{phase} failed"),
-            _ => "the build failed".into(),
-        };
-        let banner = || {
-            ui.note(&format!(
-                "{} where {what}, {SOURCE_DIR}, prefix {}; exit or Ctrl-D to leave (the build then fails)",
-                job_name(&recipe),
-                recipe.prefix
-            ))
-        };
-        if let Err(e) = session.run(&builder.docker, banner).await {
-            render_error(&e);
-        }
-    };
-    let built = builder.build_with(&recipe, &opts, on_failure).await?;
-
-    let arch = builder.docker.engine().await?.arch.as_str().to_string();
-    let mut metadata = built.provenance(&recipe);
-    metadata.insert("arch".into(), arch.clone());
-    let published = store
-        .publish(
-            &Artifact {
-                path: built.artifact.path.clone(),
-                name: recipe.artifact.clone(),
-                stack: recipe.stack.clone(),
-                sha256: built.artifact.sha256.clone(),
-                size: built.artifact.size,
-                metadata: metadata.clone(),
-            },
-            args.force,
-        )
-        .await?;
-    match published.outcome {
-        Outcome::Published => ui.info(&format!("published {}", published.location)),
-        Outcome::AlreadyPublished => ui.warn(&format!(
-            "{} was already published with the same content",
-            published.location
-        )),
-        Outcome::Replaced => ui.warn(&format!("replaced {} (--force)", published.location)),
+    let cores = LoadOptions::default().jobs;
+    let plan = make_plan(g, selectors, all, args.force, &store, cores).await?;
+    for j in &plan.jobs {
+        warn_recipe(&*ui, &j.recipe);
     }
-    // The artifact is in the store (and verified) before its inventory entry is written.
-    let entry = inventory::Entry {
-        version: recipe.version.to_string(),
-        os: "linux".into(),
-        arch,
-        url: store.public_url(&recipe.stack, &recipe.artifact),
-        checksum: format!("sha256:{}", built.artifact.sha256),
-        metadata: inventory::entry_metadata(&metadata),
+    let to_build = plan
+        .jobs
+        .iter()
+        .filter(|j| j.status == Status::Build)
+        .count();
+    if args.shell_on_failure && to_build > 1 {
+        return Err(Error::Usage {
+            message: format!(
+                "--shell-on-failure needs exactly one job to build, and this selection builds {to_build}"
+            ),
+            hint: Some(
+                "select one version (`packager build RUNTIME VERSION --shell-on-failure`), or debug a failed job with `packager shell`".into(),
+            ),
+        });
+    }
+    let source_date_epoch = source_date_epoch()?;
+    let catalogue = Catalogue::open(&g.recipes)?;
+    let run_id = run_id();
+    let parallel = args.jobs.unwrap_or(cores.min(4)).max(1);
+
+    // The engine is needed only when something is built.
+    let docker = if to_build > 0 {
+        let docker = packager::docker::Docker::connect().await?;
+        let orphans = remove_orphans(&docker).await?;
+        if !orphans.is_empty() {
+            ui.info(&format!(
+                "removed {} container(s) left by killed runs",
+                orphans.len()
+            ));
+        }
+        Some(docker)
+    } else {
+        None
     };
-    inventory::add(&store, &recipe.stack, recipe.runtime.as_str(), entry).await?;
-    out(&format!(
-        "{}  {}  sha256:{}",
-        published.location, built.artifact.size, built.artifact.sha256
-    ))
+    let arch = match &docker {
+        Some(d) => d.engine().await?.arch.as_str().to_string(),
+        None => host_arch().to_string(),
+    };
+    let fetcher = Arc::new(fetcher(g, ui.clone())?);
+    let work = tempfile::Builder::new()
+        .prefix(&format!("run-{run_id}-"))
+        .tempdir_in({
+            let d = g.cache.join("work");
+            fs_err::create_dir_all(&d).map_err(|source| Error::Io {
+                path: d.clone(),
+                source,
+            })?;
+            d
+        })
+        .map_err(|source| Error::Io {
+            path: g.cache.join("work"),
+            source,
+        })?;
+
+    let plan_ref = &plan;
+    let run_job = |slot: packager::schedule::Slot| {
+        let plan = plan_ref;
+        let job = &plan.jobs[slot.index];
+        let (ui, store, fetcher, docker, catalogue, arch) = (
+            ui.clone(),
+            &store,
+            fetcher.clone(),
+            docker.clone(),
+            &catalogue,
+            &arch,
+        );
+        let (work, run_id) = (work.path().to_path_buf(), run_id.clone());
+        async move {
+            let docker = docker.expect("the engine is connected when something is built");
+            let make_jobs = args.make_jobs.unwrap_or(slot.make_jobs).max(1);
+            let recipe = catalogue.load(
+                job.recipe.runtime.as_str(),
+                &job.recipe.version,
+                &LoadOptions { jobs: make_jobs },
+            )?;
+            // What it is built against, from the store (built earlier in this run, or before).
+            let mut requires = Vec::new();
+            for &d in &job.deps {
+                let dep = &plan.jobs[d].recipe;
+                let path = work.join(format!("{}-{}", dep.stack, dep.artifact));
+                if !path.exists() {
+                    store.download(&dep.stack, &dep.artifact, &path).await?;
+                }
+                requires.push(path);
+            }
+            let builder = Builder {
+                docker: docker.clone(),
+                fetcher,
+                recipes_dir: g.recipes.clone(),
+                reporter: ui.clone(),
+                run_id,
+                jobs: make_jobs,
+            };
+            let opts = BuildOptions {
+                keep: args.keep,
+                source_date_epoch,
+                requires,
+            };
+            let on_failure = async |container: &ContainerGuard, error: &BuildError| {
+                if !args.shell_on_failure {
+                    return;
+                }
+                ui.clear_steps();
+                render_chain(error, None);
+                let session = Session {
+                    container: container.id(),
+                    working_dir: SOURCE_DIR,
+                    command: None,
+                    prompt_tag: job_name(&recipe),
+                };
+                let what = match error {
+                    BuildError::Phase { phase, .. } => format!("{phase} failed"),
+                    _ => "the build failed".into(),
+                };
+                let banner = || {
+                    ui.note(&format!(
+                        "{} where {what}, {SOURCE_DIR}, prefix {}; exit or Ctrl-D to leave (the build then fails)",
+                        job_name(&recipe),
+                        recipe.prefix
+                    ))
+                };
+                if let Err(e) = session.run(&builder.docker, banner).await {
+                    render_error(&e);
+                }
+            };
+            let built = builder.build_with(&recipe, &opts, on_failure).await?;
+
+            let mut metadata = built.provenance(&recipe);
+            metadata.insert("arch".into(), arch.clone());
+            metadata.insert(KEY_METADATA.into(), job.key.clone());
+            metadata.insert("revision".into(), recipe.revision.to_string());
+            let published = store
+                .publish(
+                    &Artifact {
+                        path: built.artifact.path.clone(),
+                        name: recipe.artifact.clone(),
+                        stack: recipe.stack.clone(),
+                        sha256: built.artifact.sha256.clone(),
+                        size: built.artifact.size,
+                        metadata: metadata.clone(),
+                    },
+                    args.force,
+                )
+                .await?;
+            match published.outcome {
+                Outcome::Published => ui.info(&format!("published {}", published.location)),
+                Outcome::AlreadyPublished => ui.warn(&format!(
+                    "{} was already published with the same content",
+                    published.location
+                )),
+                Outcome::Replaced => ui.warn(&format!("replaced {} (--force)", published.location)),
+            }
+            // The artifact is in the store (and verified) before its inventory entry is written.
+            let entry = inventory::Entry {
+                version: recipe.version.to_string(),
+                os: "linux".into(),
+                arch: arch.clone(),
+                url: store.public_url(&recipe.stack, &recipe.artifact),
+                checksum: format!("sha256:{}", built.artifact.sha256),
+                metadata: inventory::entry_metadata(&metadata),
+            };
+            inventory::add(store, &recipe.stack, recipe.runtime.as_str(), entry).await?;
+            if !args.json {
+                out(&format!(
+                    "{}  {}  sha256:{}",
+                    published.location, built.artifact.size, built.artifact.sha256
+                ))?;
+            }
+            Ok::<_, Error>(Made {
+                size: built.artifact.size,
+                sha256: built.artifact.sha256.clone(),
+                location: published.location,
+            })
+        }
+    };
+    let (report, mut errors) = execute(&plan, parallel, cores, args.fail_fast, run_job).await;
+    ui.clear_steps();
+
+    if args.json {
+        out(&serde_json::to_string_pretty(&report).expect("the report serialises"))?;
+    }
+    // The summary, when there is more than one job to tell about.
+    if plan.jobs.len() > 1 || plan.jobs.iter().any(|j| j.status != Status::Build) {
+        ui.summary(&report, parallel);
+    }
+    if report.ok() {
+        return Ok(());
+    }
+    // One failure is shown in full (phase, command, log tail, hint); several are each shown,
+    // then counted.
+    let mut all: Vec<Error> = plan
+        .jobs
+        .iter()
+        .filter(|j| j.status == Status::Conflict)
+        .map(|j| Error::Conflict {
+            job: j.name(),
+            reason: j.reason.clone(),
+        })
+        .collect();
+    let conflicts = all.len();
+    all.extend(errors.drain(..).map(|(_, e)| e));
+    let failed = report
+        .jobs
+        .iter()
+        .filter(|j| {
+            !matches!(
+                j.outcome,
+                packager::schedule::Outcome::Built | packager::schedule::Outcome::Skipped
+            )
+        })
+        .count();
+    if all.len() == 1 && failed == 1 {
+        return Err(all.pop().expect("one error"));
+    }
+    for e in &all {
+        render_error(e);
+    }
+    Err(Error::Jobs {
+        failed,
+        total: report.jobs.len(),
+        conflicts,
+    })
 }
 
 async fn shell(cli: &Cli, ui: Arc<Ui>, args: &ShellArgs) -> Result<u8, Error> {
@@ -415,6 +581,7 @@ async fn shell(cli: &Cli, ui: Arc<Ui>, args: &ShellArgs) -> Result<u8, Error> {
     let opts = BuildOptions {
         keep: args.keep,
         source_date_epoch,
+        requires: Vec::new(),
     };
     let until = args.after.map(Phase::from);
     let mut prepared = builder.prepare(&recipe, &opts, until).await?;
@@ -607,6 +774,7 @@ async fn make_plan(
     store: &impl packager::publish::Store,
     jobs: usize,
 ) -> Result<packager::plan::Plan, Error> {
+    let source_date_epoch = source_date_epoch()?;
     use packager::plan::{PlanOptions, Selector, parse_selectors, plan};
     let catalogue = Catalogue::open(&g.recipes)?;
     let selection = if all {
@@ -619,7 +787,11 @@ async fn make_plan(
         &g.recipes,
         &selection,
         store,
-        &PlanOptions { force, jobs },
+        &PlanOptions {
+            force,
+            jobs,
+            source_date_epoch,
+        },
     )
     .await?)
 }

@@ -101,12 +101,16 @@ pub enum Command {
         #[arg(short, long, default_value_t = 4)]
         jobs: usize,
     },
-    /// Build one version in a clean container, test it and publish it to the store
+    /// Build versions in clean containers (what they require first), test and publish them;
+    /// what is published with the same inputs is skipped
     Build {
-        /// The runtime
-        runtime: String,
-        /// The version
-        version: String,
+        /// `RUNTIME [VERSION|REQ]…`, several allowed (`mono 3.2.8 lua '^5.4'`); a runtime alone
+        /// means every version
+        #[arg(value_name = "SELECTOR", required_unless_present = "all")]
+        selectors: Vec<String>,
+        /// Every version of every runtime
+        #[arg(long, conflicts_with = "selectors")]
+        all: bool,
         #[command(flatten)]
         build: BuildArgs,
     },
@@ -184,13 +188,24 @@ pub struct BuildArgs {
         value_name = "URL"
     )]
     pub store: String,
-    /// Replace an artifact the store has with different content
+    /// Rebuild what is published with the same inputs, and replace what was published with
+    /// other inputs
     #[arg(long)]
     pub force: bool,
+    /// Builds at the same time (default: the number of cores, at most 4)
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Stop at the first failure: start nothing more, cancel running builds
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Write the report as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
     /// Keep the container of a failed build, to look inside it (`packager shell --attach`)
     #[arg(long)]
     pub keep: bool,
-    /// Parallel compile jobs inside the build ({jobs}, $JOBS); default: the number of CPUs
+    /// Parallel compile jobs inside each build ({jobs}, $JOBS); default: the cores divided
+    /// among the running builds
     #[arg(long, value_name = "N")]
     pub make_jobs: Option<usize>,
     /// When the build fails in its container, open a shell there (as the failure left it);

@@ -106,6 +106,69 @@ impl Ui {
         }
     }
 
+    /// The end-of-run table: each job's outcome, duration, size and short sha256, then the wall
+    /// time, the summed job time and the parallel efficiency. On stderr (data is on stdout).
+    pub fn summary(&self, report: &packager::schedule::Report, parallel: usize) {
+        if self.quiet {
+            return;
+        }
+        let mut rows = vec![[
+            "RUNTIME".to_string(),
+            "VERSION".into(),
+            "STATUS".into(),
+            "DURATION".into(),
+            "SIZE".into(),
+            "SHA256".into(),
+            "NOTE".into(),
+        ]];
+        for j in &report.jobs {
+            rows.push([
+                j.runtime.clone(),
+                j.version.clone(),
+                j.outcome.name().to_string(),
+                if j.duration.is_zero() {
+                    "-".into()
+                } else {
+                    format!("{:.1}s", j.duration.as_secs_f64())
+                },
+                j.made
+                    .as_ref()
+                    .map_or("-".into(), |m| indicatif::HumanBytes(m.size).to_string()),
+                j.made
+                    .as_ref()
+                    .map_or("-".into(), |m| m.sha256.chars().take(12).collect()),
+                j.reason
+                    .as_deref()
+                    .and_then(|r| r.lines().next())
+                    .unwrap_or("")
+                    .to_string(),
+            ]);
+        }
+        let mut widths = [0usize; 7];
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut text = String::new();
+        for row in &rows {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(widths)
+                .map(|(c, w)| format!("{c:w$}"))
+                .collect();
+            text.push_str(cells.join("  ").trim_end());
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "wall {:.1}s, job time {:.1}s, parallel efficiency {:.0}% (-j {parallel})",
+            report.wall.as_secs_f64(),
+            report.job_time.as_secs_f64(),
+            report.efficiency * 100.0
+        ));
+        self.line(&text);
+    }
+
     /// Whether only errors are shown.
     pub fn is_quiet(&self) -> bool {
         self.quiet
