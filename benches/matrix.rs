@@ -1,0 +1,176 @@
+//! Matrix figures, in one run:
+//! 1. a no-op `packager build --all` over 100 published versions (target: under 2 s), against
+//!    the local store and against an S3-protocol server on loopback (moto, when `moto_server`
+//!    is installed);
+//! 2. 8 independent fixture builds at `-j 2` against `-j 1` (target: ≥ 1.8× faster).
+//!
+//! Run: `cargo bench --bench matrix` (needs Docker and the `mini` stack, made when absent).
+//! Without `--bench` (as under `cargo test --all-targets`) it runs small: 10 versions, 2 builds.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::fixture::{c_project, tarball};
+use common::{Route, Server, Workspace, sha256_hex};
+use packager::publish::{AnyStore, Artifact, Store};
+
+fn timed(ws: &Workspace, args: &[&str], env: &[(&str, &str)]) -> Duration {
+    let started = Instant::now();
+    let mut cmd = ws.cmd();
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().expect("spawn packager");
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    started.elapsed()
+}
+
+fn mini(ws: &Workspace) {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stacks/mini/stack.toml");
+    ws.write(
+        "stacks/mini/stack.toml",
+        &std::fs::read_to_string(manifest).unwrap(),
+    );
+}
+
+/// Plans `--all` against `store` and publishes a stand-in artifact carrying each job's key,
+/// as builds would have.
+fn publish_all(ws: &Workspace, store_url: &str, env: &[(&str, &str)]) {
+    let mut cmd = ws.cmd();
+    cmd.args(["plan", "--all", "--json", "--store", store_url]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (k, v) in env {
+        // SAFETY: set before any thread of this process reads the environment concurrently
+        // (the runtime above has not started work yet).
+        unsafe { std::env::set_var(k, v) };
+    }
+    let store = rt.block_on(AnyStore::open(store_url)).unwrap();
+    rt.block_on(async {
+        for j in plan["jobs"].as_array().unwrap() {
+            let name = j["artifact"].as_str().unwrap();
+            let key = j["key"].as_str().unwrap();
+            let path = ws.dir.path().join(name);
+            std::fs::write(&path, key).unwrap();
+            let a = Artifact {
+                path,
+                name: name.to_string(),
+                stack: j["stack"].as_str().unwrap().to_string(),
+                sha256: sha256_hex(key.as_bytes()),
+                size: key.len() as u64,
+                metadata: [("build-key".to_string(), key.to_string())].into(),
+            };
+            store.publish(&a, true).await.unwrap();
+        }
+    });
+}
+
+fn noop(versions: usize) {
+    let ws = Workspace::new();
+    mini(&ws);
+    ws.write(
+        "many/runtime.toml",
+        &format!(
+            "stack = \"mini\"\n[source]\nurl = \"https://example.invalid/many-{{version}}.tar.gz\"\nsha256 = \"{}\"\n",
+            "ab".repeat(32)
+        ),
+    );
+    for i in 0..versions {
+        ws.write(&format!("many/1.{}.{}.toml", i / 10, i % 10), "");
+    }
+    let local = ws.dir.path().join("store");
+    let local = local.to_str().unwrap();
+    publish_all(&ws, local, &[]);
+    // The engine is not reachable here on purpose: a no-op run must not need it.
+    let no_engine = [("DOCKER_HOST", "unix:///nonexistent/docker.sock")];
+    let t = timed(&ws, &["-q", "build", "--all", "--store", local], &no_engine);
+    println!(
+        "no-op build --all, {versions} published versions, local store: {:.3}s (target < 2 s)",
+        t.as_secs_f64()
+    );
+
+    if which("moto_server") {
+        let moto = common::moto::Moto::start();
+        let bucket = moto.bucket("bench-noop");
+        let url = format!("s3://{bucket}/runtimes");
+        let mut env = moto.env();
+        env.extend(no_engine.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        publish_all(&ws, &url, &env_ref);
+        let t = timed(&ws, &["-q", "build", "--all", "--store", &url], &env_ref);
+        println!(
+            "no-op build --all, {versions} published versions, S3 (moto on loopback): {:.3}s (target < 2 s)",
+            t.as_secs_f64()
+        );
+    } else {
+        println!("moto_server is not installed: the S3 figure was not measured");
+    }
+}
+
+fn which(tool: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn parallel(builds: usize) {
+    let server = Server::start();
+    let ws = Workspace::new();
+    mini(&ws);
+    let o = ws.cmd().args(["stack", "build", "mini"]).output().unwrap();
+    assert!(o.status.success());
+    let mut names = Vec::new();
+    for i in 0..builds {
+        let name = format!("par{i}");
+        let top = format!("{name}-1.0.0");
+        let tgz = tarball(&top, &c_project(&name, "1.0.0"));
+        let sum = sha256_hex(&tgz);
+        let url = server.route(&format!("/{top}.tar.gz"), Route::Body(tgz));
+        ws.write(
+            &format!("{name}/1.0.0.toml"),
+            &format!(
+                "stack = \"mini\"\n[source]\nurl = \"{url}\"\nsha256 = \"{sum}\"\n[test]\ncommands = [\"{name} --version\"]\n"
+            ),
+        );
+        names.push(name);
+    }
+    // Warm the download cache so both runs do the same work.
+    for n in &names {
+        timed(&ws, &["-q", "fetch", n], &[]);
+    }
+    let mut times = Vec::new();
+    for j in ["1", "2"] {
+        let store = ws.dir.path().join(format!("store-j{j}"));
+        times.push(timed(
+            &ws,
+            &["-q", "build", "--all", "-j", j, "--store", store.to_str().unwrap()],
+            &[],
+        ));
+    }
+    println!(
+        "{builds} independent fixture builds: -j 1 {:.2}s, -j 2 {:.2}s, speed-up {:.2}x (target >= 1.8x)",
+        times[0].as_secs_f64(),
+        times[1].as_secs_f64(),
+        times[0].as_secs_f64() / times[1].as_secs_f64()
+    );
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    noop(if full { 100 } else { 10 });
+    parallel(if full { 8 } else { 2 });
+}
