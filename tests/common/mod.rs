@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fixture;
+pub mod moto;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
