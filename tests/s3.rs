@@ -686,3 +686,129 @@ fn wrong_credentials_are_a_clear_error_without_the_secret() {
         assert!(!text.contains(&wrong_secret), "{text}");
     }
 }
+
+/// The real binary: `packager build … --store s3://…` builds the fixture in Docker (the mini
+/// test stack) and publishes it to moto; identical again is a no-op, other bytes are refused
+/// (exit 1, both checksums) unless `--force`, and a missing bucket is a clear error.
+#[test]
+fn packager_build_publishes_to_s3() {
+    use common::fixture::{c_project, tarball};
+    use common::{Route, Server, Workspace, stderr, stdout};
+
+    let m = moto();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(m.bucket("cli-build"));
+    let server = Server::start();
+    let ws = Workspace::new();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stacks/mini/stack.toml");
+    ws.write(
+        "stacks/mini/stack.toml",
+        &std::fs::read_to_string(manifest).unwrap(),
+    );
+    let o = ws.run(&["stack", "build", "mini"]);
+    assert!(
+        o.status.success(),
+        "these tests need Docker and the mini stack: {}",
+        stderr(&o)
+    );
+    // The fixture's source; `readme` changes the built bytes.
+    let recipe = |readme: &str| {
+        let mut files = c_project("fixture-s3", "1.0.0");
+        files.push(("EXTRA".into(), 0o644, readme.as_bytes().to_vec()));
+        files.iter_mut().for_each(|f| {
+            if f.0 == "Makefile" {
+                let mk = String::from_utf8(f.2.clone()).unwrap();
+                f.2 = mk
+                    .replace(
+                        "\tcp README ",
+                        "\tcp EXTRA $(PREFIX)/share/fixture-s3/EXTRA\n\tcp README ",
+                    )
+                    .into_bytes();
+            }
+        });
+        let tgz = tarball("fixture-s3-1.0.0", &files);
+        let sum = sha256_hex(&tgz);
+        let url = server.route(&format!("/{sum}/fixture-s3-1.0.0.tar.gz"), Route::Body(tgz));
+        ws.write(
+            "fixture-s3/1.0.0.toml",
+            &format!(
+                "stack = \"mini\"\n[source]\nurl = \"{url}\"\nsha256 = \"{sum}\"\n[test]\ncommands = [\"fixture-s3 --version | grep -x 'fixture-s3 1.0.0'\"]\n"
+            ),
+        );
+    };
+    let build = |store: &str, extra: &[&str]| {
+        let mut cmd = ws.cmd();
+        cmd.args([
+            "build",
+            "fixture-s3",
+            "1.0.0",
+            "--store",
+            store,
+            "--acl",
+            "public-read",
+        ])
+        .args(extra);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AWS_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(m.env())
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+            .env("AWS_CONFIG_FILE", "/nonexistent/config")
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        let o = cmd.output().unwrap();
+        assert!(
+            !format!("{}{}", stdout(&o), stderr(&o)).contains(SECRET_KEY),
+            "the secret was printed"
+        );
+        o
+    };
+
+    recipe("first");
+    let o = build("s3://cli-build/rt", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = stdout(&o);
+    assert!(
+        line.starts_with("s3://cli-build/rt/mini/fixture-s3-1.0.0.tar.gz  "),
+        "{line}"
+    );
+    let sha = line
+        .trim_end()
+        .rsplit("sha256:")
+        .next()
+        .unwrap()
+        .to_string();
+    let url = format!("{}/cli-build/rt/mini/fixture-s3-1.0.0.tar.gz", m.endpoint);
+    assert_eq!(sha256_hex(&rt.block_on(download(&url))), sha);
+
+    let o = build("s3://cli-build/rt", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("already published"), "{}", stderr(&o));
+
+    recipe("second");
+    let o = build("s3://cli-build/rt", &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&sha) && err.contains("different content"),
+        "{err}"
+    );
+    assert!(err.contains("hint:") && err.contains("--force"), "{err}");
+    assert_eq!(sha256_hex(&rt.block_on(download(&url))), sha, "unchanged");
+
+    let o = build("s3://cli-build/rt", &["--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("replaced"), "{}", stderr(&o));
+    assert_ne!(sha256_hex(&rt.block_on(download(&url))), sha);
+
+    let o = build("s3://no-such-cli-bucket/rt", &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("s3://no-such-cli-bucket/rt/mini/fixture-s3-1.0.0.tar.gz")
+            && err.contains("NoSuchBucket")
+            && err.contains("hint: the bucket does not exist"),
+        "{err}"
+    );
+}

@@ -187,7 +187,7 @@ async fn build(
     use packager::publish::{AnyStore, Artifact, Outcome, Store};
 
     let g = &cli.global;
-    let store = AnyStore::open(&args.store).await?;
+    let store = AnyStore::open_with(&args.store, args.s3.options()).await?;
     let catalogue = Catalogue::open(&g.recipes)?;
     let version: Version = version.parse().map_err(|e| Error::Usage {
         message: format!("{e}"),
