@@ -1442,6 +1442,32 @@ mod tests {
     }
 
     #[test]
+    fn rejections_of_checksum_headers_point_to_when_required() {
+        let f = Failure {
+            status: Some(400),
+            code: Some("InvalidArgument".into()),
+            text: "InvalidArgument: x-amz-checksum-sha256 is not supported".into(),
+            kind: FailureKind::Service,
+        };
+        let e = remote("upload", "s3://b/k", &f, &S3Options::default());
+        assert!(e.to_string().contains("s3://b/k"), "{e}");
+        assert!(
+            e.hint().unwrap().contains("--s3-checksums when-required"),
+            "{e:?}"
+        );
+        let f = Failure {
+            status: Some(501),
+            code: Some("NotImplemented".into()),
+            text: "NotImplemented: A header you provided implies functionality that is not implemented (If-None-Match)".into(),
+            kind: FailureKind::Service,
+        };
+        let hint = remote("upload", "s3://b/k", &f, &S3Options::default())
+            .hint()
+            .unwrap();
+        assert!(hint.contains("conditional writes"), "{hint}");
+    }
+
+    #[test]
     fn scrubs_secrets() {
         let text = scrub("see https://u:p@h.invalid/x?X-Amz-Signature=abc now");
         assert!(!text.contains("abc") && !text.contains("u:p"), "{text}");
