@@ -104,11 +104,22 @@ fn noop(versions: usize) {
 
     if which("moto_server") {
         let moto = common::moto::Moto::start();
-        let bucket = moto.bucket("bench-noop");
-        let url = format!("s3://{bucket}/runtimes");
-        let mut env = moto.env();
-        env.extend(no_engine.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(moto.bucket("bench-noop"));
+        let url = "s3://bench-noop/runtimes".to_string();
+        let mut env: Vec<(String, String)> = moto
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        env.extend(
+            no_engine
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let env_ref: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         publish_all(&ws, &url, &env_ref);
         let t = timed(&ws, &["-q", "build", "--all", "--store", &url], &env_ref);
         println!(
@@ -157,7 +168,15 @@ fn parallel(builds: usize) {
         let store = ws.dir.path().join(format!("store-j{j}"));
         times.push(timed(
             &ws,
-            &["-q", "build", "--all", "-j", j, "--store", store.to_str().unwrap()],
+            &[
+                "-q",
+                "build",
+                "--all",
+                "-j",
+                j,
+                "--store",
+                store.to_str().unwrap(),
+            ],
             &[],
         ));
     }

@@ -9,6 +9,7 @@ use packager::Error;
 use packager::cache::Cache;
 use packager::checksum::{Algo, hash_file};
 use packager::fetch::{Download, Fetcher, RetryPolicy};
+use packager::publish::AnyStore;
 use packager::recipe::{Catalogue, LoadOptions, Recipe};
 use packager::report::Reporter;
 use packager::version::Version;
@@ -98,16 +99,20 @@ pub async fn run(cli: &Cli) -> Result<u8, Error> {
             json,
             format,
             store,
+            s3,
         } => {
             let format = if *json { PlanFormat::Json } else { *format };
-            plan_command(cli, selectors, *all, *force, format, store).await
+            let store = AnyStore::open_with(store, s3.options()).await?;
+            plan_command(cli, selectors, *all, *force, format, &store).await
         }
         Command::Inventory {
             runtime,
             stack,
             rebuild,
             store,
+            s3,
         } => {
+            let store = AnyStore::open_with(store, s3.options()).await?;
             inventory_command(
                 cli,
                 ui,
@@ -291,7 +296,7 @@ async fn build(
     use packager::schedule::{Made, execute};
 
     let g = &cli.global;
-    let store = AnyStore::open(&args.store).await?;
+    let store = AnyStore::open_with(&args.store, args.s3.options()).await?;
     let cores = LoadOptions::default().jobs;
     let plan = make_plan(g, selectors, all, args.force, &store, cores).await?;
     for j in &plan.jobs {
@@ -698,10 +703,9 @@ async fn inventory_command(
     runtime: Option<&str>,
     stack: Option<&str>,
     rebuild: bool,
-    store_url: &str,
+    store: AnyStore,
 ) -> Result<(), Error> {
-    use packager::publish::{AnyStore, Store, inventory};
-    let store = AnyStore::open(store_url).await?;
+    use packager::publish::{Store, inventory};
     let g = &cli.global;
     if rebuild {
         let stacks = match stack {
@@ -802,17 +806,15 @@ async fn plan_command(
     all: bool,
     force: bool,
     format: PlanFormat,
-    store_url: &str,
+    store: &AnyStore,
 ) -> Result<(), Error> {
     use packager::plan::{Status, short_key};
-    use packager::publish::AnyStore;
-    let store = AnyStore::open(store_url).await?;
     let plan = make_plan(
         &cli.global,
         selectors,
         all,
         force,
-        &store,
+        store,
         LoadOptions::default().jobs,
     )
     .await?;

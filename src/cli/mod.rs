@@ -139,7 +139,7 @@ pub enum Command {
         /// Output format
         #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
         format: PlanFormat,
-        /// The store to compare with: a folder or a file:// URL
+        /// The store to compare with: a folder, a file:// URL or s3://BUCKET[/PREFIX]
         #[arg(
             long,
             env = "PACKAGER_STORE",
@@ -147,6 +147,8 @@ pub enum Command {
             value_name = "URL"
         )]
         store: String,
+        #[command(flatten)]
+        s3: S3Args,
     },
     /// Print a runtime's inventory (the index buildpacks read), or regenerate inventories
     Inventory {
@@ -160,7 +162,7 @@ pub enum Command {
         /// Regenerate the inventories from the artifacts in the store and their metadata
         #[arg(long, conflicts_with = "runtime")]
         rebuild: bool,
-        /// The store: a folder or a file:// URL
+        /// The store: a folder, a file:// URL or s3://BUCKET[/PREFIX]
         #[arg(
             long,
             env = "PACKAGER_STORE",
@@ -168,6 +170,8 @@ pub enum Command {
             value_name = "URL"
         )]
         store: String,
+        #[command(flatten)]
+        s3: S3Args,
     },
     /// Print the sha256 of a URL or a file (to compare with an authoritative checksum)
     Checksum {
@@ -180,7 +184,7 @@ pub enum Command {
 /// Options of commands that build.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Where artifacts are published: a folder or a file:// URL
+    /// Where artifacts are published: a folder, a file:// URL or s3://BUCKET[/PREFIX]
     #[arg(
         long,
         env = "PACKAGER_STORE",
@@ -212,6 +216,79 @@ pub struct BuildArgs {
     /// the build still fails when the shell exits
     #[arg(long)]
     pub shell_on_failure: bool,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// Options of the S3 store (`--store s3://…`). Credentials, region and profile come from the
+/// standard AWS chain (environment, AWS_PROFILE, shared files, SSO, instance roles).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "S3 store")]
+pub struct S3Args {
+    /// S3-compatible endpoint (path-style addressing); default: AWS_ENDPOINT_URL, else AWS
+    #[arg(long, env = "PACKAGER_ENDPOINT_URL", value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Address buckets as ENDPOINT/BUCKET (default with a custom endpoint) or BUCKET.ENDPOINT
+    #[arg(long, env = "PACKAGER_S3_PATH_STYLE", value_name = "BOOL")]
+    pub s3_path_style: Option<bool>,
+    /// Send the sha256 as the S3 checksum (always), or only checksums an operation requires,
+    /// for stores that reject the x-amz-checksum headers (when-required)
+    #[arg(
+        long,
+        env = "PACKAGER_S3_CHECKSUMS",
+        value_enum,
+        default_value_t = S3Checksums::Always,
+        value_name = "WHEN"
+    )]
+    pub s3_checksums: S3Checksums,
+    /// Canned ACL of published objects (off by default)
+    #[arg(
+        long,
+        env = "PACKAGER_S3_ACL",
+        value_name = "ACL",
+        value_parser = ["private", "public-read", "authenticated-read", "bucket-owner-read", "bucket-owner-full-control"]
+    )]
+    pub acl: Option<String>,
+    /// Base URL that serves the bucket's root, for the URLs buildpacks download from
+    /// (default: derived from the bucket and endpoint)
+    #[arg(long, env = "PACKAGER_PUBLIC_URL", value_name = "BASE")]
+    pub public_url: Option<String>,
+    /// Size of a multipart part in MiB (min 5); larger artifacts are uploaded in parts
+    #[arg(long, env = "PACKAGER_S3_PART_SIZE", default_value_t = 64, value_name = "MIB",
+          value_parser = clap::value_parser!(u64).range(5..=5120))]
+    pub s3_part_size: u64,
+    /// Parts uploaded at the same time
+    #[arg(long, env = "PACKAGER_S3_CONCURRENCY", default_value_t = 8, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub s3_concurrency: u64,
+}
+
+/// When to send S3 checksum headers.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum S3Checksums {
+    /// Always send x-amz-checksum-sha256 (the server verifies the bytes)
+    Always,
+    /// Only where an operation requires a checksum
+    WhenRequired,
+}
+
+impl S3Args {
+    /// The library's options.
+    pub fn options(&self) -> packager::publish::S3Options {
+        use packager::publish::{ChecksumMode, S3Options};
+        S3Options {
+            part_size: self.s3_part_size * 1024 * 1024,
+            concurrency: self.s3_concurrency as usize,
+            checksums: match self.s3_checksums {
+                S3Checksums::Always => ChecksumMode::Always,
+                S3Checksums::WhenRequired => ChecksumMode::WhenRequired,
+            },
+            acl: self.acl.clone(),
+            endpoint: self.endpoint_url.clone(),
+            force_path_style: self.s3_path_style,
+            public_url: self.public_url.clone(),
+        }
+    }
 }
 
 const SHELL_EXAMPLES: &str = "\

@@ -12,12 +12,14 @@
 
 pub mod inventory;
 pub mod local;
+pub mod s3;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 
 pub use local::LocalStore;
+pub use s3::{ChecksumMode, S3Options, S3Store};
 
 /// An artifact ready to publish.
 #[derive(Debug, Clone)]
@@ -105,6 +107,14 @@ pub enum PublishError {
         /// The io error.
         #[source]
         source: std::io::Error,
+    },
+    /// The artifact's file could not be read, or is not what the build made.
+    #[error("cannot upload {}: {message}", path.display())]
+    Artifact {
+        /// The file on the host.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
     },
     /// The store URL is not one we know.
     #[error(
@@ -222,11 +232,22 @@ pub trait Store: Send + Sync {
 pub enum AnyStore {
     /// A folder.
     Local(LocalStore),
+    /// An S3 bucket (AWS or S3-compatible).
+    S3(S3Store),
 }
 
 impl AnyStore {
-    /// Opens the store a `--store` URL names: a folder path or `file://` URL.
+    /// Opens the store a `--store` URL names: a folder path, a `file://` URL or
+    /// `s3://BUCKET[/PREFIX]` (with default [`S3Options`]).
     pub async fn open(url: &str) -> Result<Self, PublishError> {
+        Self::open_with(url, S3Options::default()).await
+    }
+
+    /// Opens the store a `--store` URL names; `s3` applies to an `s3://` store.
+    pub async fn open_with(url: &str, s3: S3Options) -> Result<Self, PublishError> {
+        if url.starts_with("s3://") {
+            return Ok(AnyStore::S3(S3Store::open(url, s3).await?));
+        }
         Ok(AnyStore::Local(LocalStore::from_url(url)?))
     }
 }
@@ -236,6 +257,7 @@ macro_rules! each_store {
     ($self:ident, $s:ident => $call:expr) => {
         match $self {
             AnyStore::Local($s) => $call,
+            AnyStore::S3($s) => $call,
         }
     };
 }

@@ -4,6 +4,7 @@
 
 pub mod engine;
 pub mod fixture;
+pub mod moto;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
