@@ -53,9 +53,9 @@ fn publish_all(ws: &Workspace, store_url: &str, env: &[(&str, &str)]) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    for (k, v) in env {
+    for (k, v) in env.iter().filter(|(k, _)| k.starts_with("AWS_")) {
         // SAFETY: set before any thread of this process reads the environment concurrently
-        // (the runtime above has not started work yet).
+        // (the runtime above has not started work yet). Only the S3 client's settings.
         unsafe { std::env::set_var(k, v) };
     }
     let store = rt.block_on(AnyStore::open(store_url)).unwrap();

@@ -1,6 +1,8 @@
 //! The inventory: concurrent updates never lose an entry, and Heroku's own inventory parser
 //! (libherokubuildpack) reads what we write.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -64,6 +66,28 @@ async fn local_store_concurrent_adds() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(LocalStore::from_url(dir.path().to_str().unwrap()).unwrap());
     concurrent_adds_keep_every_entry(store).await;
+}
+
+/// The same, on a real S3-protocol server: conditional writes (If-Match / If-None-Match).
+#[test]
+fn s3_store_concurrent_adds() {
+    let moto = common::moto::Moto::start();
+    common::moto::set_env(&moto);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        moto.bucket("inventory-race").await;
+        let store = packager::publish::S3Store::open(
+            "s3://inventory-race/runtimes",
+            packager::publish::S3Options::default(),
+        )
+        .await
+        .unwrap();
+        concurrent_adds_keep_every_entry(Arc::new(store)).await;
+    });
 }
 
 #[tokio::test]
