@@ -2,7 +2,9 @@
 //! 1. a no-op `packager build --all` over 100 published versions (target: under 2 s), against
 //!    the local store and against an S3-protocol server on loopback (moto, when `moto_server`
 //!    is installed);
-//! 2. 8 independent fixture builds at `-j 2` against `-j 1` (target: ≥ 1.8× faster).
+//! 2. 8 independent fixture builds at `-j 2` against `-j 1` (target: ≥ 1.8× faster). The
+//!    fixture's configure runs compiler checks one after the other, as autoconf does: the serial
+//!    part of real runtime builds, which running builds side by side overlaps.
 //!
 //! Run: `cargo bench --bench matrix` (needs Docker and the `mini` stack, made when absent).
 //! Without `--bench` (as under `cargo test --all-targets`) it runs small: 10 versions, 2 builds.
@@ -13,7 +15,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::fixture::{c_project, tarball};
+use common::fixture::{c_project_with_checks, tarball};
 use common::{Route, Server, Workspace, sha256_hex};
 use packager::publish::{AnyStore, Artifact, Store};
 
@@ -148,7 +150,9 @@ fn parallel(builds: usize) {
     for i in 0..builds {
         let name = format!("par{i}");
         let top = format!("{name}-1.0.0");
-        let tgz = tarball(&top, &c_project(&name, "1.0.0"));
+        // Realistic shape: a serial configure (12 compiler checks one by one; a real autoconf
+        // configure runs hundreds), then make.
+        let tgz = tarball(&top, &c_project_with_checks(&name, "1.0.0", 12));
         let sum = sha256_hex(&tgz);
         let url = server.route(&format!("/{top}.tar.gz"), Route::Body(tgz));
         ws.write(

@@ -79,6 +79,37 @@ fn a_catalogue_builds_in_order_then_skips_then_rebuilds_what_changed() {
         !paths.iter().any(|p| p.contains("mx-base")),
         "the dependency is not in the dependent's artifact: {paths:?}"
     );
+    // The debug shell extracts what the runtime requires into the prefix, as a build does.
+    let o = ws.run(&[
+        "shell",
+        "mx-ext",
+        "1.0.0",
+        "--store",
+        store_arg,
+        "--",
+        "sh",
+        "-c",
+        "mx-base --version",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "mx-base 1.2.0");
+    let empty = ws.dir.path().join("empty-store");
+    let o = ws.run(&[
+        "shell",
+        "mx-ext",
+        "1.0.0",
+        "--store",
+        empty.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("build it first: `packager build mx-base 1.2.0"),
+        "{}",
+        stderr(&o)
+    );
+
     let inv = std::fs::read_to_string(store.join("mini/inventory/mx-base.toml")).unwrap();
     assert_eq!(inv.matches("[[artifacts]]").count(), 3, "{inv}");
     assert!(inv.contains("build-key = "), "{inv}");

@@ -283,3 +283,24 @@ fn cycles_and_missing_requirements_are_errors() {
         stderr(&o)
     );
 }
+
+#[test]
+fn plan_output_snapshots() {
+    let ws = catalogue();
+    let store = ws.dir.path().join("store");
+    let store = store.to_str().unwrap();
+    let o = ws.run(&["plan", "--all", "--json", "--store", store]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    insta::assert_snapshot!("plan_json", stdout(&o));
+    let o = ws.run(&[
+        "plan",
+        "--all",
+        "--format",
+        "github-matrix",
+        "--store",
+        store,
+    ]);
+    insta::assert_snapshot!("plan_github_matrix", stdout(&o));
+    let o = ws.run(&["plan", "--all", "--store", store]);
+    insta::assert_snapshot!("plan_table", stdout(&o));
+}

@@ -583,10 +583,57 @@ async fn shell(cli: &Cli, ui: Arc<Ui>, args: &ShellArgs) -> Result<u8, Error> {
         builder,
         source_date_epoch,
     } = setup(cli, &ui, runtime, version, args.make_jobs).await?;
+    // What it is built against comes from the store, extracted into the prefix as in a build.
+    let deps_dir = tempfile::tempdir().map_err(|source| Error::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let mut requires = Vec::new();
+    if !recipe.build.requires.is_empty() {
+        use packager::publish::Store;
+        let store = AnyStore::open_with(&args.store, args.s3.options()).await?;
+        let plan = make_plan(
+            &cli.global,
+            &[runtime.clone(), version.clone()],
+            false,
+            false,
+            &store,
+            builder.jobs,
+        )
+        .await?;
+        let job = plan
+            .jobs
+            .iter()
+            .find(|j| j.selected)
+            .expect("the plan holds the selected job");
+        for &d in &job.deps {
+            let dep = &plan.jobs[d].recipe;
+            if store.lookup(&dep.stack, &dep.artifact).await?.is_none() {
+                return Err(Error::Usage {
+                    message: format!(
+                        "{} requires {} {}, which {} does not hold",
+                        job.name(),
+                        dep.runtime,
+                        dep.version,
+                        store.describe()
+                    ),
+                    hint: Some(format!(
+                        "build it first: `packager build {} {} --store {}`",
+                        dep.runtime,
+                        dep.version,
+                        store.describe()
+                    )),
+                });
+            }
+            let path = deps_dir.path().join(&dep.artifact);
+            store.download(&dep.stack, &dep.artifact, &path).await?;
+            requires.push(path);
+        }
+    }
     let opts = BuildOptions {
         keep: args.keep,
         source_date_epoch,
-        requires: Vec::new(),
+        requires,
     };
     let until = args.after.map(Phase::from);
     let mut prepared = builder.prepare(&recipe, &opts, until).await?;

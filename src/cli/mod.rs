@@ -324,6 +324,17 @@ pub struct ShellArgs {
     /// Parallel compile jobs inside the container ($JOBS); default: the number of CPUs
     #[arg(long, value_name = "N", conflicts_with = "attach")]
     pub make_jobs: Option<usize>,
+    /// Where the runtimes this one requires are published (they are extracted into the
+    /// prefix, as a build does): a folder, a file:// URL or s3://BUCKET[/PREFIX]
+    #[arg(
+        long,
+        env = "PACKAGER_STORE",
+        default_value = "dist",
+        value_name = "URL"
+    )]
+    pub store: String,
+    #[command(flatten)]
+    pub s3: S3Args,
     /// Run this command (no TTY; output streamed, its exit code returned) instead of a shell
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,

@@ -44,6 +44,29 @@ echo "configured {name} {version} for $prefix"
     ]
 }
 
+/// Like [`c_project`], with a `configure` that runs `checks` compiler checks one after the
+/// other, as autoconf scripts do (serial work, like most of a real runtime's configure).
+pub fn c_project_with_checks(
+    name: &str,
+    version: &str,
+    checks: usize,
+) -> Vec<(String, u32, Vec<u8>)> {
+    let mut files = c_project(name, version);
+    let configure = &mut files[0].2;
+    let text = String::from_utf8(std::mem::take(configure)).unwrap();
+    let checks_script = format!(
+        "i=0\nwhile [ $i -lt {checks} ]; do\n  i=$((i+1))\n  printf 'checking feature %s... ' $i\n  printf '#include <stdio.h>\\nint main(void){{printf(\"%%d\\\\n\", %s);return 0;}}\\n' $i > conftest.c\n  ${{CC:-cc}} -O2 conftest.c -o conftest && ./conftest\ndone\nrm -f conftest conftest.c\n"
+    );
+    *configure = text
+        .replacen(
+            "echo \"PREFIX = $prefix\" > config.mk",
+            &format!("{checks_script}echo \"PREFIX = $prefix\" > config.mk"),
+            1,
+        )
+        .into_bytes();
+    files
+}
+
 /// A `.tar.gz` of `files` under a top folder `top/` (mtimes and owners as a real release
 /// tarball would have them).
 pub fn tarball(top: &str, files: &[(String, u32, Vec<u8>)]) -> Vec<u8> {
