@@ -5,70 +5,12 @@
 mod common;
 
 use std::path::Path;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::fixture::{c_project, hostile_tarball, tarball};
-use common::{Route, Server, Workspace, sha256_hex, stderr, stdout};
-use packager::docker::Docker;
+use common::engine::{containers_of, docker, fixture, rt, workspace};
+use common::fixture::hostile_tarball;
+use common::{Route, Server, sha256_hex, stderr, stdout};
 use packager::package::{EntryKind, list_artifact};
-
-fn rt() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| tokio::runtime::Runtime::new().unwrap())
-}
-
-fn docker() -> Docker {
-    rt().block_on(Docker::connect()).unwrap_or_else(|e| {
-        panic!("these tests need a Docker engine (DOCKER_HOST or /var/run/docker.sock): {e}")
-    })
-}
-
-/// A workspace with the mini stack, whose image is made once per test binary.
-fn workspace() -> Workspace {
-    let ws = Workspace::new();
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stacks/mini/stack.toml");
-    ws.write(
-        "stacks/mini/stack.toml",
-        &std::fs::read_to_string(manifest).unwrap(),
-    );
-    static STACK: OnceLock<()> = OnceLock::new();
-    STACK.get_or_init(|| {
-        let o = ws.run(&["stack", "build", "mini"]);
-        assert!(o.status.success(), "stack build mini: {}", stderr(&o));
-    });
-    ws
-}
-
-/// Serves a fixture C project and writes its recipe; returns the tarball's sha256.
-fn fixture(ws: &Workspace, server: &Server, runtime: &str, extra: &str) -> String {
-    let top = format!("{runtime}-1.0.0");
-    let tgz = tarball(&top, &c_project(runtime, "1.0.0"));
-    let sum = sha256_hex(&tgz);
-    let url = server.route(&format!("/{top}.tar.gz"), Route::Body(tgz));
-    ws.write(
-        &format!("{runtime}/1.0.0.toml"),
-        &format!(
-            r#"stack = "mini"
-[source]
-url = "{url}"
-sha256 = "{sum}"
-[test]
-commands = ["{runtime} --version | grep -x '{runtime} 1.0.0'", "{{prefix}}/bin/{runtime}-link tester | grep -x 'hello, tester'"]
-{extra}"#
-        ),
-    );
-    sum
-}
-
-/// Containers of a runtime still on the engine.
-fn containers_of(docker: &Docker, runtime: &str) -> Vec<String> {
-    rt().block_on(docker.list_containers(&[("packager.runtime", Some(runtime))]))
-        .unwrap()
-        .into_iter()
-        .map(|c| c.id)
-        .collect()
-}
 
 #[test]
 fn builds_tests_and_publishes_a_fixture() {
@@ -389,11 +331,11 @@ fn hostile_source_archives_are_refused() {
         let kept = containers_of(&docker, &runtime);
         assert_eq!(kept.len(), 1, "{kind}: --keep keeps the container");
         let check = std::process::Command::new("docker")
-            .args(["exec", &kept[0], "sh", "-c"])
+            .args(["exec", &kept[0].id, "sh", "-c"])
             .arg("test ! -e /escape && test ! -e /build/escape && test ! -e /tmp/escape-absolute && test ! -e /build/src/link")
             .status()
             .unwrap();
-        rt().block_on(docker.remove_container(&kept[0])).unwrap();
+        rt().block_on(docker.remove_container(&kept[0].id)).unwrap();
         assert!(check.success(), "{kind}: something was written");
     }
 }

@@ -99,10 +99,9 @@ pub async fn run(cli: &Cli) -> Result<u8, Error> {
             json,
             format,
             store,
-            s3,
         } => {
             let format = if *json { PlanFormat::Json } else { *format };
-            let store = AnyStore::open_with(store, s3.options()).await?;
+            let store = store.open().await?;
             plan_command(cli, selectors, *all, *force, format, &store).await
         }
         Command::Inventory {
@@ -110,9 +109,8 @@ pub async fn run(cli: &Cli) -> Result<u8, Error> {
             stack,
             rebuild,
             store,
-            s3,
         } => {
-            let store = AnyStore::open_with(store, s3.options()).await?;
+            let store = store.open().await?;
             inventory_command(
                 cli,
                 ui,
@@ -225,7 +223,7 @@ async fn setup(
     version: &str,
     make_jobs: Option<usize>,
 ) -> Result<Setup, Error> {
-    use packager::build::{Builder, remove_orphans};
+    use packager::build::Builder;
     let g = &cli.global;
     let catalogue = Catalogue::open(&g.recipes)?;
     let version: Version = version.parse().map_err(|e| Error::Usage {
@@ -237,22 +235,8 @@ async fn setup(
         .max(1);
     let recipe = catalogue.load(runtime, &version, &LoadOptions { jobs })?;
     warn_recipe(&**ui, &recipe);
-    let source_date_epoch = packager::package::mtime_from_source_date_epoch(
-        std::env::var("SOURCE_DATE_EPOCH").ok().as_deref(),
-    )
-    .map_err(|e| Error::Usage {
-        message: e.to_string(),
-        hint: Some("SOURCE_DATE_EPOCH must be a number of seconds since 1970".into()),
-    })?;
-
-    let docker = packager::docker::Docker::connect().await?;
-    let orphans = remove_orphans(&docker).await?;
-    if !orphans.is_empty() {
-        ui.info(&format!(
-            "removed {} container(s) left by killed runs",
-            orphans.len()
-        ));
-    }
+    let source_date_epoch = source_date_epoch()?;
+    let docker = engine(ui).await?;
     let builder = Builder {
         docker,
         fetcher: Arc::new(fetcher(g, ui.clone())?),
@@ -268,6 +252,20 @@ async fn setup(
     })
 }
 
+/// Connects to the engine and removes the containers of killed runs.
+async fn engine(ui: &Ui) -> Result<packager::docker::Docker, Error> {
+    let docker = packager::docker::Docker::connect().await?;
+    let orphans = packager::build::remove_orphans(&docker).await?;
+    if !orphans.is_empty() {
+        ui.info(&format!(
+            "removed {} container(s) left by killed runs",
+            orphans.len()
+        ));
+    }
+    Ok(docker)
+}
+
+/// `SOURCE_DATE_EPOCH` (or the fixed default).
 fn source_date_epoch() -> Result<u64, Error> {
     packager::package::mtime_from_source_date_epoch(
         std::env::var("SOURCE_DATE_EPOCH").ok().as_deref(),
@@ -287,16 +285,14 @@ async fn build(
     all: bool,
     args: &BuildArgs,
 ) -> Result<(), Error> {
-    use packager::build::{
-        BuildError, BuildOptions, Builder, SOURCE_DIR, job_name, remove_orphans,
-    };
+    use packager::build::{BuildError, BuildOptions, Builder, SOURCE_DIR, job_name};
     use packager::docker::ContainerGuard;
     use packager::plan::{KEY_METADATA, Status};
-    use packager::publish::{AnyStore, Artifact, Outcome, Store, inventory};
+    use packager::publish::{Artifact, Outcome, Store, inventory};
     use packager::schedule::{Made, execute};
 
     let g = &cli.global;
-    let store = AnyStore::open_with(&args.store, args.s3.options()).await?;
+    let store = args.store.open().await?;
     let cores = LoadOptions::default().jobs;
     let plan = make_plan(g, selectors, all, args.force, &store, cores).await?;
     for j in &plan.jobs {
@@ -324,15 +320,7 @@ async fn build(
 
     // The engine is needed only when something is built.
     let docker = if to_build > 0 {
-        let docker = packager::docker::Docker::connect().await?;
-        let orphans = remove_orphans(&docker).await?;
-        if !orphans.is_empty() {
-            ui.info(&format!(
-                "removed {} container(s) left by killed runs",
-                orphans.len()
-            ));
-        }
-        Some(docker)
+        Some(engine(&ui).await?)
     } else {
         None
     };
@@ -591,7 +579,7 @@ async fn shell(cli: &Cli, ui: Arc<Ui>, args: &ShellArgs) -> Result<u8, Error> {
     let mut requires = Vec::new();
     if !recipe.build.requires.is_empty() {
         use packager::publish::Store;
-        let store = AnyStore::open_with(&args.store, args.s3.options()).await?;
+        let store = args.store.open().await?;
         let plan = make_plan(
             &cli.global,
             &[runtime.clone(), version.clone()],

@@ -139,16 +139,8 @@ pub enum Command {
         /// Output format
         #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
         format: PlanFormat,
-        /// The store to compare with: a folder, a file:// URL or s3://BUCKET[/PREFIX]
-        #[arg(
-            long,
-            env = "PACKAGER_STORE",
-            default_value = "dist",
-            value_name = "URL"
-        )]
-        store: String,
         #[command(flatten)]
-        s3: S3Args,
+        store: StoreArgs,
     },
     /// Print a runtime's inventory (the index buildpacks read), or regenerate inventories
     Inventory {
@@ -162,16 +154,8 @@ pub enum Command {
         /// Regenerate the inventories from the artifacts in the store and their metadata
         #[arg(long, conflicts_with = "runtime")]
         rebuild: bool,
-        /// The store: a folder, a file:// URL or s3://BUCKET[/PREFIX]
-        #[arg(
-            long,
-            env = "PACKAGER_STORE",
-            default_value = "dist",
-            value_name = "URL"
-        )]
-        store: String,
         #[command(flatten)]
-        s3: S3Args,
+        store: StoreArgs,
     },
     /// Print the sha256 of a URL or a file (to compare with an authoritative checksum)
     Checksum {
@@ -184,14 +168,8 @@ pub enum Command {
 /// Options of commands that build.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Where artifacts are published: a folder, a file:// URL or s3://BUCKET[/PREFIX]
-    #[arg(
-        long,
-        env = "PACKAGER_STORE",
-        default_value = "dist",
-        value_name = "URL"
-    )]
-    pub store: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Rebuild what is published with the same inputs, and replace what was published with
     /// other inputs
     #[arg(long)]
@@ -216,8 +194,30 @@ pub struct BuildArgs {
     /// the build still fails when the shell exits
     #[arg(long)]
     pub shell_on_failure: bool,
+}
+
+/// The store artifacts are published to (and looked up in).
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The store: a folder, a file:// URL or s3://BUCKET[/PREFIX]
+    #[arg(
+        long,
+        env = "PACKAGER_STORE",
+        default_value = "dist",
+        value_name = "URL"
+    )]
+    pub store: String,
     #[command(flatten)]
     pub s3: S3Args,
+}
+
+impl StoreArgs {
+    /// Opens the store.
+    pub async fn open(
+        &self,
+    ) -> Result<packager::publish::AnyStore, packager::publish::PublishError> {
+        packager::publish::AnyStore::open_with(&self.store, self.s3.options()).await
+    }
 }
 
 /// Options of the S3 store (`--store s3://…`). Credentials, region and profile come from the
@@ -324,17 +324,8 @@ pub struct ShellArgs {
     /// Parallel compile jobs inside the container ($JOBS); default: the number of CPUs
     #[arg(long, value_name = "N", conflicts_with = "attach")]
     pub make_jobs: Option<usize>,
-    /// Where the runtimes this one requires are published (they are extracted into the
-    /// prefix, as a build does): a folder, a file:// URL or s3://BUCKET[/PREFIX]
-    #[arg(
-        long,
-        env = "PACKAGER_STORE",
-        default_value = "dist",
-        value_name = "URL"
-    )]
-    pub store: String,
     #[command(flatten)]
-    pub s3: S3Args,
+    pub store: StoreArgs,
     /// Run this command (no TTY; output streamed, its exit code returned) instead of a shell
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,

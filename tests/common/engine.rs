@@ -53,7 +53,7 @@ pub fn fixture(ws: &Workspace, server: &Server, runtime: &str, extra: &str) -> S
 url = "{url}"
 sha256 = "{sum}"
 [test]
-commands = ["{runtime} --version | grep -x '{runtime} 1.0.0'"]
+commands = ["{runtime} --version | grep -x '{runtime} 1.0.0'", "{{prefix}}/bin/{runtime}-link tester | grep -x 'hello, tester'"]
 {extra}"#
         ),
     );
