@@ -536,6 +536,30 @@ impl Builder {
         self.cache_dir().join("logs")
     }
 
+    /// Makes sure of the recipe's stack images (built or imported once, then reused): the
+    /// build image, and the run image when `with_run`.
+    async fn stack_images(
+        &self,
+        recipe: &Recipe,
+        with_run: bool,
+    ) -> Result<(EnsuredImage, Option<EnsuredImage>), BuildError> {
+        let job = job_name(recipe);
+        let reporter = &*self.reporter;
+        let started = Instant::now();
+        reporter.step_started(&job, "stack");
+        let stack = stack::load(&self.recipes_dir, &recipe.stack)?;
+        let mut progress = |line: &str| reporter.output(&job, line);
+        let image = stack
+            .ensure_build_image(&self.docker, &mut progress)
+            .await?;
+        let run_image = match with_run {
+            true => Some(stack.ensure_run_image(&self.docker, &mut progress).await?),
+            false => None,
+        };
+        reporter.step_finished(&job, "stack", started.elapsed());
+        Ok((image, run_image))
+    }
+
     /// Builds `recipe` into an artifact in a fresh container, then tests the artifact in
     /// another fresh container from the stack's run image. The test container is started while
     /// the build runs, and the build container removed while the test runs.
@@ -557,18 +581,9 @@ impl Builder {
     where
         F: AsyncFnOnce(&ContainerGuard, &BuildError),
     {
-        let job = job_name(recipe);
         let reporter = &*self.reporter;
-
-        let started = Instant::now();
-        reporter.step_started(&job, "stack");
-        let stack = stack::load(&self.recipes_dir, &recipe.stack)?;
-        let mut progress = |line: &str| reporter.output(&job, line);
-        let image = stack
-            .ensure_build_image(&self.docker, &mut progress)
-            .await?;
-        let run_image = stack.ensure_run_image(&self.docker, &mut progress).await?;
-        reporter.step_finished(&job, "stack", started.elapsed());
+        let (image, run_image) = self.stack_images(recipe, true).await?;
+        let run_image = run_image.expect("asked for the run image");
 
         let (built, tester) = tokio::join!(
             self.build_only(recipe, opts, image, on_failure),
@@ -609,16 +624,7 @@ impl Builder {
         opts: &BuildOptions,
         until: Option<Phase>,
     ) -> Result<Prepared, BuildError> {
-        let job = job_name(recipe);
-        let reporter = &*self.reporter;
-        let started = Instant::now();
-        reporter.step_started(&job, "stack");
-        let stack = stack::load(&self.recipes_dir, &recipe.stack)?;
-        let mut progress = |line: &str| reporter.output(&job, line);
-        let image = stack
-            .ensure_build_image(&self.docker, &mut progress)
-            .await?;
-        reporter.step_finished(&job, "stack", started.elapsed());
+        let (image, _) = self.stack_images(recipe, false).await?;
         self.prepare_in(recipe, opts, image, until).await
     }
 

@@ -75,19 +75,12 @@ impl LocalStore {
         let mut outcome = Outcome::Published;
         if target.exists() {
             let (existing, _) = hash_file(Algo::Sha256, &target).map_err(Self::io(&target))?;
-            if existing == a.sha256 {
+            if let Some(done) = super::decide_existing(existing, a, force, || location.clone())? {
                 // Repair a missing sidecar, then it is a no-op.
                 self.write_sidecar(&dir, a)?;
                 return Ok(Published {
                     location,
-                    outcome: Outcome::AlreadyPublished,
-                });
-            }
-            if !force {
-                return Err(PublishError::Conflict {
-                    location,
-                    existing,
-                    new: a.sha256.clone(),
+                    outcome: done,
                 });
             }
             outcome = Outcome::Replaced;

@@ -173,6 +173,28 @@ impl PublishError {
     }
 }
 
+/// The rule every store applies when the name already holds an artifact whose sha256 is
+/// `existing`: the same bytes are already published (`Some(AlreadyPublished)`); other bytes are
+/// refused, naming both checksums, unless `force` (`None`: go ahead and replace them).
+pub fn decide_existing(
+    existing: String,
+    artifact: &Artifact,
+    force: bool,
+    location: impl FnOnce() -> String,
+) -> Result<Option<Outcome>, PublishError> {
+    if existing == artifact.sha256 {
+        return Ok(Some(Outcome::AlreadyPublished));
+    }
+    if force {
+        return Ok(None);
+    }
+    Err(PublishError::Conflict {
+        location: location(),
+        existing,
+        new: artifact.sha256.clone(),
+    })
+}
+
 /// A place artifacts are published to.
 pub trait Store: Send + Sync {
     /// The store as the user named it (`./dist`, `s3://bucket/prefix`).

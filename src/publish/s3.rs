@@ -1040,17 +1040,7 @@ impl S3Store {
             });
         };
         let existing = self.sha256_of(key, &head).await?;
-        if existing == a.sha256 {
-            return Ok(Some(Outcome::AlreadyPublished));
-        }
-        if force {
-            return Ok(None);
-        }
-        Err(PublishError::Conflict {
-            location: self.location(key),
-            existing,
-            new: a.sha256.clone(),
-        })
+        super::decide_existing(existing, a, force, || self.location(key))
     }
 
     /// Checks with a HEAD that the object has the artifact's size and sha256 (and, when the
@@ -1172,18 +1162,9 @@ impl Store for S3Store {
         let mut exclusive = true;
         if let Some(head) = self.head(&key).await? {
             let existing = self.sha256_of(&key, &head).await?;
-            if existing == a.sha256 {
-                return Ok(Published {
-                    location,
-                    outcome: Outcome::AlreadyPublished,
-                });
-            }
-            if !force {
-                return Err(PublishError::Conflict {
-                    location,
-                    existing,
-                    new: a.sha256.clone(),
-                });
+            if let Some(outcome) = super::decide_existing(existing, a, force, || location.clone())?
+            {
+                return Ok(Published { location, outcome });
             }
             exclusive = false;
         }
