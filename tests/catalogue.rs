@@ -54,8 +54,16 @@ fn every_checksum_is_well_formed_and_cited() {
     for rt in cat.runtimes() {
         for (v, path) in &rt.versions {
             // Loading checks that there is exactly one checksum of the right length in hex.
-            cat.load(rt.name.as_str(), v, &LoadOptions::default())
+            let r = cat
+                .load(rt.name.as_str(), v, &LoadOptions::default())
                 .unwrap_or_else(|e| panic!("{} {v}: {e}", rt.name));
+            // The tests prove the runtime works from the prefix: each one runs something there.
+            assert_eq!(r.prefix, "/app", "{} {v}", rt.name);
+            assert!(
+                r.test.commands.iter().all(|c| c.contains("/app/")),
+                "{} {v}: every test command runs from the prefix",
+                rt.name
+            );
             let text = std::fs::read_to_string(path).unwrap();
             assert!(
                 text.lines()
