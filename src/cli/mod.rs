@@ -157,6 +157,11 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Look after the cache: what it holds, prune it, re-hash its downloads
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Print the sha256 of a URL or a file (to compare with an authoritative checksum)
     Checksum {
         /// An http(s) URL or a local file
@@ -373,6 +378,40 @@ pub enum StackCommand {
         /// The stack (a folder under recipes/stacks)
         name: String,
     },
+}
+
+/// `packager cache …`
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Per area (sources, logs, work, store, stack images, kept containers): entries, size on
+    /// disk, oldest and newest
+    Status {
+        /// Print JSON for machines
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove stale temp files and build folders, then sources and logs that are old or, least
+    /// recently used first, over a size; entries another process holds are never removed
+    Prune {
+        /// Remove sources and logs unused for longer than this (`30d`, `12h`, `2w`)
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<humantime::Duration>,
+        /// Then remove the least recently used until sources and logs fit in this (`10G`,
+        /// `500MiB`)
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<bytesize::ByteSize>,
+        /// Print what would be removed; remove nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Also remove stack images (with the packager's labels) that no stack in the recipes
+        /// folder refers to any more
+        #[arg(long)]
+        images: bool,
+    },
+    /// Re-hash every downloaded source; corrupted entries are reported and removed
+    Verify,
 }
 
 /// Parses the command line, runs the command and turns the outcome into an exit code.
