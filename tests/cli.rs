@@ -25,6 +25,7 @@ fn help_snapshots() {
         "stack",
         "plan",
         "inventory",
+        "verify",
         "cache",
         "checksum",
     ] {

@@ -36,6 +36,12 @@ pub async fn run(cli: &Cli) -> Result<u8, Error> {
     let ui = Arc::new(Ui::new(g));
     let done = match &cli.command {
         Command::Shell(args) => return shell(cli, ui, args).await,
+        Command::Verify {
+            runtime,
+            version,
+            twice,
+            store,
+        } => return verify(cli, ui, runtime, version, *twice, store).await,
         Command::List { runtime, json } => list(&g.recipes, runtime.as_deref(), *json),
         Command::Show { runtime, version } => {
             let catalogue = Catalogue::open(&g.recipes)?;
@@ -1143,4 +1149,98 @@ fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> Result<(),
         out(line.join("  ").trim_end())?;
     }
     Ok(())
+}
+
+/// `packager verify`: 0 when the rebuild is identical, 1 with a report when it is not.
+async fn verify(
+    cli: &Cli,
+    ui: Arc<Ui>,
+    runtime: &str,
+    version: &str,
+    twice: bool,
+    store: &super::StoreArgs,
+) -> Result<u8, Error> {
+    use packager::build::BuildOptions;
+    use packager::publish::Store;
+    let setup = setup(cli, &ui, runtime, version, None).await?;
+    let recipe = &setup.recipe;
+    if !recipe.build.requires.is_empty() {
+        return Err(Error::Usage {
+            message: format!(
+                "{runtime} {version} is built against other runtimes; `packager verify` does not rebuild those yet"
+            ),
+            hint: Some("verify a version without `requires`".into()),
+        });
+    }
+    let opts = BuildOptions {
+        keep: false,
+        source_date_epoch: setup.source_date_epoch,
+        requires: Vec::new(),
+    };
+    let work_dir = cli.global.cache.join(packager::cache::WORK);
+    fs_err::create_dir_all(&work_dir).map_err(io_error(&work_dir))?;
+    // The reference: the published artifact, or a first build.
+    let reference_dir = tempfile::Builder::new()
+        .prefix("verify-")
+        .tempdir_in(&work_dir)
+        .map_err(io_error(&work_dir))?;
+    let (reference, _first) = if twice {
+        let first = setup.builder.build(recipe, &opts).await?;
+        let path = first.artifact.path.clone();
+        (path, Some(first))
+    } else {
+        let store = store.open().await?;
+        let dest = reference_dir.path().join(&recipe.artifact);
+        store
+            .download(&recipe.stack, &recipe.artifact, &dest)
+            .await?;
+        (dest, None)
+    };
+    let rebuilt = setup.builder.build(recipe, &opts).await?;
+    let path = rebuilt.artifact.path.clone();
+    let comparison =
+        tokio::task::spawn_blocking(move || packager::verify::compare(&reference, &path))
+            .await
+            .expect("compare does not panic")?;
+    let what = if twice {
+        "the first build"
+    } else {
+        "the published artifact"
+    };
+    if comparison.identical() {
+        out(&format!(
+            "{runtime} {version} is reproducible: the rebuild is identical to {what} (sha256:{})",
+            comparison.right_sha256
+        ))?;
+        return Ok(0);
+    }
+    out(&format!(
+        "{runtime} {version} is not reproducible: {what} is sha256:{}, the rebuild sha256:{}",
+        comparison.left_sha256, comparison.right_sha256
+    ))?;
+    for p in &comparison.only_left {
+        out(&format!("  only in {what}: {}", p.display()))?;
+    }
+    for p in &comparison.only_right {
+        out(&format!("  only in the rebuild: {}", p.display()))?;
+    }
+    for c in &comparison.changed {
+        out(&format!(
+            "  differs: {} ({})",
+            c.path.display(),
+            c.what.join(", ")
+        ))?;
+        if let Some(diff) = &c.diff {
+            for line in diff.lines() {
+                out(&format!("    {line}"))?;
+            }
+        }
+    }
+    if comparison.only_left.is_empty()
+        && comparison.only_right.is_empty()
+        && comparison.changed.is_empty()
+    {
+        out("  every entry is the same: the difference is in the archive's metadata")?;
+    }
+    Ok(1)
 }

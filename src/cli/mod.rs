@@ -157,6 +157,19 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Rebuild a version from a clean slate and compare it with the published artifact (or build
+    /// it twice): exit 0 when identical, 1 with a report of what differs
+    Verify {
+        /// The runtime
+        runtime: String,
+        /// The version
+        version: String,
+        /// Build twice and compare the builds, instead of comparing with the store
+        #[arg(long)]
+        twice: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Look after the cache: what it holds, prune it, re-hash its downloads
     Cache {
         #[command(subcommand)]
