@@ -49,5 +49,17 @@ fn a_build_stamp_is_reported_by_name() {
     assert!(text.contains("+++ b/share/x/stamp"), "{text}");
     // Only the stamp differs.
     assert_eq!(text.matches("differs:").count(), 1, "{text}");
+
+    // Over a selection: a table, exit 1.
+    let o = ws.run(&["verify", "--all", "fixture-stamp", "--twice"]);
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    let text = stdout(&o);
+    assert!(text.starts_with("RUNTIME"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("fixture-stamp")
+            && l.contains("differs")
+            && l.contains("share/x/stamp")),
+        "{text}"
+    );
     assert!(containers_of(&docker, "fixture-stamp").is_empty());
 }

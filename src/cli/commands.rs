@@ -39,9 +39,17 @@ pub async fn run(cli: &Cli) -> Result<u8, Error> {
         Command::Verify {
             runtime,
             version,
+            all,
             twice,
             store,
-        } => return verify(cli, ui, runtime, version, *twice, store).await,
+        } => {
+            return match (runtime, version, all) {
+                (Some(runtime), Some(version), false) => {
+                    verify(cli, ui, runtime, version, *twice, store).await
+                }
+                _ => verify_all(cli, ui, runtime.as_deref(), *twice, store).await,
+            };
+        }
         Command::List { runtime, json } => list(&g.recipes, runtime.as_deref(), *json),
         Command::Show { runtime, version } => {
             let catalogue = Catalogue::open(&g.recipes)?;
@@ -1151,6 +1159,61 @@ fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> Result<(),
     Ok(())
 }
 
+/// `packager verify --all`: every version, one after the other, then a table; 1 when any is
+/// not reproducible or fails.
+async fn verify_all(
+    cli: &Cli,
+    ui: Arc<Ui>,
+    runtime: Option<&str>,
+    twice: bool,
+    store: &super::StoreArgs,
+) -> Result<u8, Error> {
+    let catalogue = Catalogue::open(&cli.global.recipes)?;
+    let entries: Vec<_> = match runtime {
+        Some(name) => vec![catalogue.runtime(name)?],
+        None => catalogue.runtimes().collect(),
+    };
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    let mut bad = 0;
+    for e in entries {
+        for (v, _) in &e.versions {
+            let version = v.to_string();
+            let (result, detail) =
+                match verify_one(cli, &ui, e.name.as_str(), &version, twice, store).await {
+                    Ok(c) if c.identical() => (
+                        "reproducible".to_string(),
+                        format!("sha256:{}", c.right_sha256),
+                    ),
+                    Ok(c) => {
+                        bad += 1;
+                        let mut names: Vec<String> = c
+                            .only_left
+                            .iter()
+                            .chain(&c.only_right)
+                            .map(|p| p.display().to_string())
+                            .chain(c.changed.iter().map(|c| c.path.display().to_string()))
+                            .collect();
+                        let n = names.len();
+                        names.truncate(3);
+                        let more = if n > 3 { ", …" } else { "" };
+                        (
+                            "differs".to_string(),
+                            format!("{n} entries: {}{more}", names.join(", ")),
+                        )
+                    }
+                    Err(err) => {
+                        bad += 1;
+                        render_error(&err);
+                        ("failed".to_string(), err.to_string())
+                    }
+                };
+            rows.push([e.name.to_string(), version, result, detail]);
+        }
+    }
+    table(&["RUNTIME", "VERSION", "RESULT", "DETAIL"], &rows)?;
+    Ok(if bad == 0 { 0 } else { 1 })
+}
+
 /// `packager verify`: 0 when the rebuild is identical, 1 with a report when it is not.
 async fn verify(
     cli: &Cli,
@@ -1160,48 +1223,7 @@ async fn verify(
     twice: bool,
     store: &super::StoreArgs,
 ) -> Result<u8, Error> {
-    use packager::build::BuildOptions;
-    use packager::publish::Store;
-    let setup = setup(cli, &ui, runtime, version, None).await?;
-    let recipe = &setup.recipe;
-    if !recipe.build.requires.is_empty() {
-        return Err(Error::Usage {
-            message: format!(
-                "{runtime} {version} is built against other runtimes; `packager verify` does not rebuild those yet"
-            ),
-            hint: Some("verify a version without `requires`".into()),
-        });
-    }
-    let opts = BuildOptions {
-        keep: false,
-        source_date_epoch: setup.source_date_epoch,
-        requires: Vec::new(),
-    };
-    let work_dir = cli.global.cache.join(packager::cache::WORK);
-    fs_err::create_dir_all(&work_dir).map_err(io_error(&work_dir))?;
-    // The reference: the published artifact, or a first build.
-    let reference_dir = tempfile::Builder::new()
-        .prefix("verify-")
-        .tempdir_in(&work_dir)
-        .map_err(io_error(&work_dir))?;
-    let (reference, _first) = if twice {
-        let first = setup.builder.build(recipe, &opts).await?;
-        let path = first.artifact.path.clone();
-        (path, Some(first))
-    } else {
-        let store = store.open().await?;
-        let dest = reference_dir.path().join(&recipe.artifact);
-        store
-            .download(&recipe.stack, &recipe.artifact, &dest)
-            .await?;
-        (dest, None)
-    };
-    let rebuilt = setup.builder.build(recipe, &opts).await?;
-    let path = rebuilt.artifact.path.clone();
-    let comparison =
-        tokio::task::spawn_blocking(move || packager::verify::compare(&reference, &path))
-            .await
-            .expect("compare does not panic")?;
+    let comparison = verify_one(cli, &ui, runtime, version, twice, store).await?;
     let what = if twice {
         "the first build"
     } else {
@@ -1243,4 +1265,58 @@ async fn verify(
         out("  every entry is the same: the difference is in the archive's metadata")?;
     }
     Ok(1)
+}
+
+/// Rebuilds one version and compares it with the reference (the store's, or a first build).
+async fn verify_one(
+    cli: &Cli,
+    ui: &Arc<Ui>,
+    runtime: &str,
+    version: &str,
+    twice: bool,
+    store: &super::StoreArgs,
+) -> Result<packager::verify::Comparison, Error> {
+    use packager::build::BuildOptions;
+    use packager::publish::Store;
+    let setup = setup(cli, ui, runtime, version, None).await?;
+    let recipe = &setup.recipe;
+    if !recipe.build.requires.is_empty() {
+        return Err(Error::Usage {
+            message: format!(
+                "{runtime} {version} is built against other runtimes; `packager verify` does not rebuild those yet"
+            ),
+            hint: Some("verify a version without `requires`".into()),
+        });
+    }
+    let opts = BuildOptions {
+        keep: false,
+        source_date_epoch: setup.source_date_epoch,
+        requires: Vec::new(),
+    };
+    let work_dir = cli.global.cache.join(packager::cache::WORK);
+    fs_err::create_dir_all(&work_dir).map_err(io_error(&work_dir))?;
+    // The reference: the published artifact, or a first build.
+    let reference_dir = tempfile::Builder::new()
+        .prefix("verify-")
+        .tempdir_in(&work_dir)
+        .map_err(io_error(&work_dir))?;
+    let (reference, _first) = if twice {
+        let first = setup.builder.build(recipe, &opts).await?;
+        let path = first.artifact.path.clone();
+        (path, Some(first))
+    } else {
+        let store = store.open().await?;
+        let dest = reference_dir.path().join(&recipe.artifact);
+        store
+            .download(&recipe.stack, &recipe.artifact, &dest)
+            .await?;
+        (dest, None)
+    };
+    let rebuilt = setup.builder.build(recipe, &opts).await?;
+    let path = rebuilt.artifact.path.clone();
+    let comparison =
+        tokio::task::spawn_blocking(move || packager::verify::compare(&reference, &path))
+            .await
+            .expect("compare does not panic")?;
+    Ok(comparison)
 }

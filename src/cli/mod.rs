@@ -161,9 +161,14 @@ pub enum Command {
     /// it twice): exit 0 when identical, 1 with a report of what differs
     Verify {
         /// The runtime
-        runtime: String,
+        #[arg(required_unless_present = "all")]
+        runtime: Option<String>,
         /// The version
-        version: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        version: Option<String>,
+        /// Every version (of RUNTIME, when given), one after the other, with a table at the end
+        #[arg(long)]
+        all: bool,
         /// Build twice and compare the builds, instead of comparing with the store
         #[arg(long)]
         twice: bool,
