@@ -211,3 +211,80 @@ fn verify_reports_and_removes_corrupted_entries() {
     let o = ws.run(&["cache", "verify"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// Status after a real build counts its log and the stack images; `prune --images` (dry run:
+/// the engine is shared, and its other stacks are not in this workspace's recipes) lists an image
+/// whose stack hash no stack has any more, and not the mini stack's.
+#[test]
+fn status_after_a_build_and_unreferenced_stack_images() {
+    use common::engine::{fixture, workspace};
+    let server = Server::start();
+    let ws = workspace();
+    fixture(&ws, &server, "fixture-cache", "");
+    let store = ws.dir.path().join("store");
+    let o = ws.run(&[
+        "build",
+        "fixture-cache",
+        "1.0.0",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = ws.run(&[
+        "cache",
+        "status",
+        "--json",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let areas: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let area = |name: &str| {
+        areas
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["area"] == name)
+            .unwrap_or_else(|| panic!("no area {name} in {areas}"))
+            .clone()
+    };
+    assert_eq!(area("sources")["entries"], 1);
+    assert!(area("logs")["entries"].as_u64().unwrap() >= 1, "{areas}");
+    assert_eq!(
+        area("work")["entries"],
+        0,
+        "builds clean up after themselves"
+    );
+    assert_eq!(area("store")["entries"], 1);
+    assert!(area("stack-images")["entries"].as_u64().unwrap() >= 1);
+
+    // An image with the packager's labels and a hash no stack has.
+    let tag = "packager-stack-mini:build-000000000000";
+    let dockerfile = ws.dir.path().join("old-stack");
+    std::fs::create_dir_all(&dockerfile).unwrap();
+    std::fs::write(
+        dockerfile.join("Dockerfile"),
+        "FROM scratch\nLABEL packager.stack=mini packager.stack.hash=000000000000 packager.stack.role=build\nCOPY Dockerfile /\n",
+    )
+    .unwrap();
+    let built = Command::new("docker")
+        .args(["build", "-q", "-t", tag])
+        .arg(&dockerfile)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", stderr(&built));
+    let o = ws.run(&["cache", "prune", "--images", "--dry-run"]);
+    let _ = Command::new("docker").args(["rmi", tag]).output();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains(&format!("would remove image {tag}")),
+        "{text}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("image packager-stack-mini:") && !l.contains(tag)),
+        "{text}"
+    );
+}
