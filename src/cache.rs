@@ -236,6 +236,32 @@ mod tests {
     }
 
     #[test]
+    fn a_waiter_relocks_an_entry_removed_while_it_waited() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        cache.init().unwrap();
+        let sum = Checksum::new(Algo::Sha1, "d58403caec82af414507cefa58ce74bbb792985a").unwrap();
+        let held = cache.lock_entry(&sum).unwrap();
+        let waiter = {
+            let cache = cache.clone();
+            let sum = sum.clone();
+            std::thread::spawn(move || cache.lock_entry(&sum).unwrap())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // What `cache prune` does with the lock held: remove the whole entry.
+        fs_err::remove_dir_all(held.dir()).unwrap();
+        drop(held);
+        let relocked = waiter.join().unwrap();
+        let lock_path = relocked.dir().join(LOCK_FILE);
+        assert!(
+            lock_path.is_file(),
+            "the waiter holds a lock on a live file"
+        );
+        let other = File::options().write(true).open(&lock_path).unwrap();
+        assert!(other.try_lock().is_err(), "and that file is locked");
+    }
+
+    #[test]
     fn file_names_are_made_safe() {
         assert_eq!(safe_file_name("mono-3.2.8.tar.bz2"), "mono-3.2.8.tar.bz2");
         assert_eq!(safe_file_name("a b%20c"), "a_b_20c");
