@@ -14,6 +14,13 @@ use std::path::{Path, PathBuf};
 
 use crate::checksum::Checksum;
 
+pub mod gc;
+
+/// The folder of build logs.
+pub const LOGS: &str = "logs";
+/// The folder of temp build folders (`artifact-*`, `run-*`), removed after each build.
+pub const WORK: &str = "work";
+
 /// The folder of source entries.
 pub const SOURCES: &str = "sources";
 /// The per-entry lock file.
@@ -75,17 +82,37 @@ impl Cache {
     /// call it from a blocking thread.
     pub fn lock_entry(&self, checksum: &Checksum) -> io::Result<EntryLock> {
         let dir = self.entry_dir(checksum);
-        fs_err::create_dir_all(&dir)?;
         let path = dir.join(LOCK_FILE);
-        let file = fs_err::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)?
-            .into_file();
-        file.lock()
-            .map_err(|e| io::Error::new(e.kind(), format!("locking {}: {e}", path.display())))?;
-        Ok(EntryLock { _file: file, dir })
+        loop {
+            fs_err::create_dir_all(&dir)?;
+            let file = open_lock_file(&path)?;
+            file.lock().map_err(|e| {
+                io::Error::new(e.kind(), format!("locking {}: {e}", path.display()))
+            })?;
+            // `cache prune` may have removed the entry while we waited: then our lock is on a
+            // deleted file, and we start over on a fresh one.
+            if still_linked(&file, &path)? {
+                return Ok(EntryLock { _file: file, dir });
+            }
+        }
+    }
+
+    /// Takes the entry lock of an existing entry folder without waiting: `None` when another
+    /// process or task holds it.
+    pub fn try_lock_dir(&self, dir: &Path) -> io::Result<Option<EntryLock>> {
+        let path = dir.join(LOCK_FILE);
+        let file = open_lock_file(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(EntryLock {
+                _file: file,
+                dir: dir.to_path_buf(),
+            })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(io::Error::new(
+                e.kind(),
+                format!("locking {}: {e}", path.display()),
+            )),
+        }
     }
 
     /// The entry's file, if the entry has one. Call with the entry's lock held.
@@ -113,6 +140,29 @@ impl Cache {
             }
         }
         Ok(removed)
+    }
+}
+
+fn open_lock_file(path: &Path) -> io::Result<File> {
+    Ok(fs_err::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?
+        .into_file())
+}
+
+/// Whether the open `file` is still the one at `path` (not removed or replaced meanwhile).
+fn still_linked(file: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let open = file.metadata()?;
+    match std::fs::metadata(path) {
+        Ok(now) => Ok(now.dev() == open.dev() && now.ino() == open.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("checking {}: {e}", path.display()),
+        )),
     }
 }
 
@@ -183,6 +233,32 @@ mod tests {
         drop(held);
         assert!(second.try_lock().is_ok(), "the lock is released on drop");
         assert!(dir.path().join("CACHEDIR.TAG").is_file());
+    }
+
+    #[test]
+    fn a_waiter_relocks_an_entry_removed_while_it_waited() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        cache.init().unwrap();
+        let sum = Checksum::new(Algo::Sha1, "d58403caec82af414507cefa58ce74bbb792985a").unwrap();
+        let held = cache.lock_entry(&sum).unwrap();
+        let waiter = {
+            let cache = cache.clone();
+            let sum = sum.clone();
+            std::thread::spawn(move || cache.lock_entry(&sum).unwrap())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // What `cache prune` does with the lock held: remove the whole entry.
+        fs_err::remove_dir_all(held.dir()).unwrap();
+        drop(held);
+        let relocked = waiter.join().unwrap();
+        let lock_path = relocked.dir().join(LOCK_FILE);
+        assert!(
+            lock_path.is_file(),
+            "the waiter holds a lock on a live file"
+        );
+        let other = File::options().write(true).open(&lock_path).unwrap();
+        assert!(other.try_lock().is_err(), "and that file is locked");
     }
 
     #[test]

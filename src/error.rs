@@ -28,6 +28,9 @@ pub enum Error {
     /// Planning failed.
     #[error(transparent)]
     Plan(#[from] crate::plan::PlanError),
+    /// An artifact could not be read.
+    #[error(transparent)]
+    Package(#[from] crate::package::PackageError),
     /// Publishing failed.
     #[error(transparent)]
     Publish(#[from] crate::publish::PublishError),
@@ -118,7 +121,9 @@ impl Error {
             Error::Jobs { conflicts, .. } if *conflicts > 0 => Some(
                 "a conflict is a version published with other inputs: bump its `revision`, or pass --force to replace it".into(),
             ),
-            Error::Io { .. } | Error::Several { .. } | Error::Jobs { .. } => None,
+            Error::Io { .. } | Error::Several { .. } | Error::Jobs { .. } | Error::Package(_) => {
+                None
+            }
         }
     }
 }

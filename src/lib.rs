@@ -21,6 +21,7 @@ pub mod report;
 pub mod schedule;
 pub mod stack;
 pub mod test;
+pub mod verify;
 pub mod version;
 
 pub use error::Error;

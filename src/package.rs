@@ -811,6 +811,37 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// The contents of the regular files `wanted` (paths as [`list_artifact`] gives them) in an
+/// artifact, each at most `max` bytes (larger ones are left out).
+pub fn read_artifact_files(
+    path: &Path,
+    wanted: &std::collections::BTreeSet<PathBuf>,
+    max: u64,
+) -> Result<std::collections::BTreeMap<PathBuf, Vec<u8>>, PackageError> {
+    let read_err = |source| PackageError::ReadArtifact {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(read_err)?;
+    let decoder = flate2::bufread::MultiGzDecoder::new(BufReader::new(file));
+    let mut archive = tar::Archive::new(decoder);
+    let mut found = std::collections::BTreeMap::new();
+    for entry in archive.entries().map_err(read_err)? {
+        let mut entry = entry.map_err(read_err)?;
+        let entry_path = entry.path().map_err(read_err)?.into_owned();
+        let regular = matches!(
+            entry.header().entry_type(),
+            EntryType::Regular | EntryType::Continuous
+        );
+        if regular && entry.size() <= max && wanted.contains(&entry_path) {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).map_err(read_err)?;
+            found.insert(entry_path, data);
+        }
+    }
+    Ok(found)
+}
+
 /// Lists the entries of the `.tar.gz` artifact at `path`, hashing each file's content.
 pub fn list_artifact(path: &Path) -> Result<Vec<ArtifactEntry>, PackageError> {
     let read_err = |source| PackageError::ReadArtifact {

@@ -25,9 +25,14 @@ fn help_snapshots() {
         "stack",
         "plan",
         "inventory",
+        "verify",
+        "cache",
         "checksum",
     ] {
         insta::assert_snapshot!(format!("help_{sub}"), help(&[sub, "--help"]));
+    }
+    for sub in ["status", "prune", "verify"] {
+        insta::assert_snapshot!(format!("help_cache_{sub}"), help(&["cache", sub, "--help"]));
     }
 }
 

@@ -16,7 +16,7 @@ use packager::version::Version;
 
 use super::shell::Session;
 use super::ui::{Ui, hint_line, render_chain, render_error};
-use super::{BuildArgs, Cli, Command, PlanFormat, ShellArgs, StackCommand};
+use super::{BuildArgs, CacheCommand, Cli, Command, PlanFormat, ShellArgs, StackCommand};
 
 fn out(text: &str) -> Result<(), Error> {
     let mut stdout = std::io::stdout().lock();
@@ -36,6 +36,20 @@ pub async fn run(cli: &Cli) -> Result<u8, Error> {
     let ui = Arc::new(Ui::new(g));
     let done = match &cli.command {
         Command::Shell(args) => return shell(cli, ui, args).await,
+        Command::Verify {
+            runtime,
+            version,
+            all,
+            twice,
+            store,
+        } => {
+            return match (runtime, version, all) {
+                (Some(runtime), Some(version), false) => {
+                    verify(cli, ui, runtime, version, *twice, store).await
+                }
+                _ => verify_all(cli, ui, runtime.as_deref(), *twice, store).await,
+            };
+        }
         Command::List { runtime, json } => list(&g.recipes, runtime.as_deref(), *json),
         Command::Show { runtime, version } => {
             let catalogue = Catalogue::open(&g.recipes)?;
@@ -121,6 +135,7 @@ pub async fn run(cli: &Cli) -> Result<u8, Error> {
             )
             .await
         }
+        Command::Cache { command } => cache_command(cli, ui, command).await,
         Command::Checksum { target } => {
             let is_url = target.starts_with("http://") || target.starts_with("https://");
             let (hex, _) = if is_url {
@@ -929,4 +944,379 @@ async fn plan_command(
             )
         }
     }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
+}
+
+fn human_time(t: Option<std::time::SystemTime>) -> String {
+    t.map_or_else(
+        || "-".to_string(),
+        |t| humantime::format_rfc3339_seconds(t).to_string(),
+    )
+}
+
+async fn cache_command(cli: &Cli, ui: Arc<Ui>, command: &CacheCommand) -> Result<(), Error> {
+    use packager::cache::gc;
+    let g = &cli.global;
+    let cache = Cache::new(&g.cache);
+    match command {
+        CacheCommand::Status { json, store } => {
+            let mut areas = gc::status(&cache).map_err(io_error(&g.cache))?;
+            let local = Path::new(store.store.strip_prefix("file://").unwrap_or(&store.store));
+            if !store.store.contains("://") || store.store.starts_with("file://") {
+                areas.push(gc::local_store_status(local).map_err(io_error(local))?);
+            }
+            // The engine is optional here: without it, its areas are left out with a warning.
+            match packager::docker::Docker::connect().await {
+                Ok(docker) => {
+                    let mut images = gc::AreaStatus::new("stack-images", None);
+                    for image in docker
+                        .list_images(&[(packager::stack::STACK_LABEL, None)])
+                        .await?
+                    {
+                        images.add(image.size, None);
+                    }
+                    areas.push(images);
+                    let mut kept = gc::AreaStatus::new("kept-containers", None);
+                    for c in docker
+                        .list_containers(&[(packager::docker::MANAGED_LABEL, None)])
+                        .await?
+                    {
+                        if c.names
+                            .iter()
+                            .any(|n| n.starts_with(packager::docker::KEPT_PREFIX))
+                        {
+                            kept.add(0, None);
+                        }
+                    }
+                    areas.push(kept);
+                }
+                Err(e) => ui.warn(&format!(
+                    "stack images and kept containers not counted: {e}"
+                )),
+            }
+            if *json {
+                return out(&serde_json::to_string_pretty(&areas).expect("JSON of plain data"));
+            }
+            let rows: Vec<[String; 5]> = areas
+                .iter()
+                .map(|a| {
+                    [
+                        a.area.clone(),
+                        a.entries.to_string(),
+                        human_bytes(a.bytes),
+                        human_time(a.oldest),
+                        human_time(a.newest),
+                    ]
+                })
+                .collect();
+            table(&["AREA", "ENTRIES", "SIZE", "OLDEST", "NEWEST"], &rows)
+        }
+        CacheCommand::Prune {
+            older_than,
+            max_size,
+            dry_run,
+            images,
+        } => {
+            let options = gc::PruneOptions {
+                older_than: older_than.map(Into::into),
+                max_size: max_size.map(|s| s.as_u64()),
+                dry_run: *dry_run,
+                now: None,
+            };
+            let root = cache.root().to_path_buf();
+            let report =
+                tokio::task::spawn_blocking(move || gc::prune(&Cache::new(root), &options))
+                    .await
+                    .expect("prune does not panic")
+                    .map_err(io_error(&g.cache))?;
+            let verb = if *dry_run { "would remove" } else { "removed" };
+            for r in &report.removed {
+                out(&format!(
+                    "{verb} {}  {}  ({})",
+                    r.path.display(),
+                    human_bytes(r.bytes),
+                    r.reason.describe()
+                ))?;
+            }
+            for dir in &report.locked {
+                out(&format!(
+                    "kept {}  (another process holds its lock)",
+                    dir.display()
+                ))?;
+            }
+            let mut freed = report.freed();
+            let mut count = report.removed.len();
+            if *images {
+                let docker = packager::docker::Docker::connect().await?;
+                let stacks = packager::stack::load_all(&g.recipes)?;
+                let wanted: BTreeSet<&str> = stacks.iter().map(|s| s.hash.as_str()).collect();
+                for image in docker
+                    .list_images(&[(packager::stack::STACK_LABEL, None)])
+                    .await?
+                {
+                    let hash = image
+                        .labels
+                        .get(packager::stack::HASH_LABEL)
+                        .map(String::as_str)
+                        .unwrap_or_default();
+                    if wanted.contains(hash) {
+                        continue;
+                    }
+                    let name = image.tags.first().cloned().unwrap_or(image.id.clone());
+                    if !*dry_run {
+                        let refs = if image.tags.is_empty() {
+                            vec![image.id.clone()]
+                        } else {
+                            image.tags.clone()
+                        };
+                        for r in refs {
+                            docker.remove_image(&r, false).await?;
+                        }
+                    }
+                    out(&format!(
+                        "{verb} image {name}  {}  (no stack refers to it)",
+                        human_bytes(image.size)
+                    ))?;
+                    freed += image.size;
+                    count += 1;
+                }
+            }
+            let summary = format!(
+                "{} {count} entr{}, {} {}",
+                if *dry_run { "would remove" } else { "removed" },
+                if count == 1 { "y" } else { "ies" },
+                human_bytes(freed),
+                if *dry_run { "would be freed" } else { "freed" },
+            );
+            out(&summary)
+        }
+        CacheCommand::Verify => {
+            let root = cache.root().to_path_buf();
+            let report = tokio::task::spawn_blocking(move || gc::verify(&Cache::new(root)))
+                .await
+                .expect("verify does not panic")
+                .map_err(io_error(&g.cache))?;
+            for c in &report.corrupted {
+                ui.warn(&format!(
+                    "{} is corrupted (expected {}, computed {}); removed",
+                    c.path.display(),
+                    c.expected,
+                    c.actual
+                ));
+            }
+            for dir in &report.locked {
+                ui.info(&format!(
+                    "skipped {}: another process holds its lock",
+                    dir.display()
+                ));
+            }
+            out(&format!(
+                "{} entr{} verified, {} corrupted and removed, {} skipped (locked)",
+                report.ok,
+                if report.ok == 1 { "y" } else { "ies" },
+                report.corrupted.len(),
+                report.locked.len()
+            ))?;
+            if report.corrupted.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::Several {
+                    failed: report.corrupted.len(),
+                    total: report.ok + report.corrupted.len(),
+                })
+            }
+        }
+    }
+}
+
+/// Prints rows as a table with a header, columns padded to their widest cell.
+fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> Result<(), Error> {
+    let header = header.map(String::from);
+    let mut widths = [0usize; N];
+    for row in std::iter::once(&header).chain(rows) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:w$}"))
+            .collect();
+        out(line.join("  ").trim_end())?;
+    }
+    Ok(())
+}
+
+/// `packager verify --all`: every version, one after the other, then a table; 1 when any is
+/// not reproducible or fails.
+async fn verify_all(
+    cli: &Cli,
+    ui: Arc<Ui>,
+    runtime: Option<&str>,
+    twice: bool,
+    store: &super::StoreArgs,
+) -> Result<u8, Error> {
+    let catalogue = Catalogue::open(&cli.global.recipes)?;
+    let entries: Vec<_> = match runtime {
+        Some(name) => vec![catalogue.runtime(name)?],
+        None => catalogue.runtimes().collect(),
+    };
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    let mut bad = 0;
+    for e in entries {
+        for (v, _) in &e.versions {
+            let version = v.to_string();
+            let (result, detail) =
+                match verify_one(cli, &ui, e.name.as_str(), &version, twice, store).await {
+                    Ok(c) if c.identical() => (
+                        "reproducible".to_string(),
+                        format!("sha256:{}", c.right_sha256),
+                    ),
+                    Ok(c) => {
+                        bad += 1;
+                        let mut names: Vec<String> = c
+                            .only_left
+                            .iter()
+                            .chain(&c.only_right)
+                            .map(|p| p.display().to_string())
+                            .chain(c.changed.iter().map(|c| c.path.display().to_string()))
+                            .collect();
+                        let n = names.len();
+                        names.truncate(3);
+                        let more = if n > 3 { ", …" } else { "" };
+                        (
+                            "differs".to_string(),
+                            format!("{n} entries: {}{more}", names.join(", ")),
+                        )
+                    }
+                    Err(err) => {
+                        bad += 1;
+                        render_error(&err);
+                        ("failed".to_string(), err.to_string())
+                    }
+                };
+            rows.push([e.name.to_string(), version, result, detail]);
+        }
+    }
+    table(&["RUNTIME", "VERSION", "RESULT", "DETAIL"], &rows)?;
+    Ok(if bad == 0 { 0 } else { 1 })
+}
+
+/// `packager verify`: 0 when the rebuild is identical, 1 with a report when it is not.
+async fn verify(
+    cli: &Cli,
+    ui: Arc<Ui>,
+    runtime: &str,
+    version: &str,
+    twice: bool,
+    store: &super::StoreArgs,
+) -> Result<u8, Error> {
+    let comparison = verify_one(cli, &ui, runtime, version, twice, store).await?;
+    let what = if twice {
+        "the first build"
+    } else {
+        "the published artifact"
+    };
+    if comparison.identical() {
+        out(&format!(
+            "{runtime} {version} is reproducible: the rebuild is identical to {what} (sha256:{})",
+            comparison.right_sha256
+        ))?;
+        return Ok(0);
+    }
+    out(&format!(
+        "{runtime} {version} is not reproducible: {what} is sha256:{}, the rebuild sha256:{}",
+        comparison.left_sha256, comparison.right_sha256
+    ))?;
+    for p in &comparison.only_left {
+        out(&format!("  only in {what}: {}", p.display()))?;
+    }
+    for p in &comparison.only_right {
+        out(&format!("  only in the rebuild: {}", p.display()))?;
+    }
+    for c in &comparison.changed {
+        out(&format!(
+            "  differs: {} ({})",
+            c.path.display(),
+            c.what.join(", ")
+        ))?;
+        if let Some(diff) = &c.diff {
+            for line in diff.lines() {
+                out(&format!("    {line}"))?;
+            }
+        }
+    }
+    if comparison.only_left.is_empty()
+        && comparison.only_right.is_empty()
+        && comparison.changed.is_empty()
+    {
+        out("  every entry is the same: the difference is in the archive's metadata")?;
+    }
+    Ok(1)
+}
+
+/// Rebuilds one version and compares it with the reference (the store's, or a first build).
+async fn verify_one(
+    cli: &Cli,
+    ui: &Arc<Ui>,
+    runtime: &str,
+    version: &str,
+    twice: bool,
+    store: &super::StoreArgs,
+) -> Result<packager::verify::Comparison, Error> {
+    use packager::build::BuildOptions;
+    use packager::publish::Store;
+    let setup = setup(cli, ui, runtime, version, None).await?;
+    let recipe = &setup.recipe;
+    if !recipe.build.requires.is_empty() {
+        return Err(Error::Usage {
+            message: format!(
+                "{runtime} {version} is built against other runtimes; `packager verify` does not rebuild those yet"
+            ),
+            hint: Some("verify a version without `requires`".into()),
+        });
+    }
+    let opts = BuildOptions {
+        keep: false,
+        source_date_epoch: setup.source_date_epoch,
+        requires: Vec::new(),
+    };
+    let work_dir = cli.global.cache.join(packager::cache::WORK);
+    fs_err::create_dir_all(&work_dir).map_err(io_error(&work_dir))?;
+    // The reference: the published artifact, or a first build.
+    let reference_dir = tempfile::Builder::new()
+        .prefix("verify-")
+        .tempdir_in(&work_dir)
+        .map_err(io_error(&work_dir))?;
+    let (reference, _first) = if twice {
+        let first = setup.builder.build(recipe, &opts).await?;
+        let path = first.artifact.path.clone();
+        (path, Some(first))
+    } else {
+        let store = store.open().await?;
+        let dest = reference_dir.path().join(&recipe.artifact);
+        store
+            .download(&recipe.stack, &recipe.artifact, &dest)
+            .await?;
+        (dest, None)
+    };
+    let rebuilt = setup.builder.build(recipe, &opts).await?;
+    let path = rebuilt.artifact.path.clone();
+    let comparison =
+        tokio::task::spawn_blocking(move || packager::verify::compare(&reference, &path))
+            .await
+            .expect("compare does not panic")?;
+    Ok(comparison)
 }

@@ -157,6 +157,29 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Rebuild a version from a clean slate and compare it with the published artifact (or build
+    /// it twice): exit 0 when identical, 1 with a report of what differs
+    Verify {
+        /// The runtime
+        #[arg(required_unless_present = "all")]
+        runtime: Option<String>,
+        /// The version
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        version: Option<String>,
+        /// Every version (of RUNTIME, when given), one after the other, with a table at the end
+        #[arg(long)]
+        all: bool,
+        /// Build twice and compare the builds, instead of comparing with the store
+        #[arg(long)]
+        twice: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Look after the cache: what it holds, prune it, re-hash its downloads
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Print the sha256 of a URL or a file (to compare with an authoritative checksum)
     Checksum {
         /// An http(s) URL or a local file
@@ -373,6 +396,40 @@ pub enum StackCommand {
         /// The stack (a folder under recipes/stacks)
         name: String,
     },
+}
+
+/// `packager cache …`
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Per area (sources, logs, work, store, stack images, kept containers): entries, size on
+    /// disk, oldest and newest
+    Status {
+        /// Print JSON for machines
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove stale temp files and build folders, then sources and logs that are old or, least
+    /// recently used first, over a size; entries another process holds are never removed
+    Prune {
+        /// Remove sources and logs unused for longer than this (`30d`, `12h`, `2w`)
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<humantime::Duration>,
+        /// Then remove the least recently used until sources and logs fit in this (`10G`,
+        /// `500MiB`)
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<bytesize::ByteSize>,
+        /// Print what would be removed; remove nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Also remove stack images (with the packager's labels) that no stack in the recipes
+        /// folder refers to any more
+        #[arg(long)]
+        images: bool,
+    },
+    /// Re-hash every downloaded source; corrupted entries are reported and removed
+    Verify,
 }
 
 /// Parses the command line, runs the command and turns the outcome into an exit code.
