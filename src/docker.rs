@@ -964,6 +964,33 @@ impl Docker {
             .map_err(|e| DockerError::container(id, "start", e))
     }
 
+    /// Creates an exec of `spec` in container `id`, attached to its output (and its input
+    /// when `stdin`), with a TTY when `tty`.
+    async fn create_exec(
+        &self,
+        id: &str,
+        spec: &ExecSpec,
+        stdin: bool,
+        tty: bool,
+    ) -> Result<String, DockerError> {
+        let config = bollard::exec::CreateExecOptions {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            attach_stdin: Some(stdin),
+            tty: Some(tty),
+            env: Some(env_list(&spec.env)),
+            cmd: Some(spec.command.clone()),
+            working_dir: spec.working_dir.clone(),
+            user: spec.user.clone(),
+            ..Default::default()
+        };
+        self.client
+            .create_exec(id, config)
+            .await
+            .map(|created| created.id)
+            .map_err(|e| DockerError::container(id, format!("create exec `{}`", spec.display()), e))
+    }
+
     /// Runs a command in a running container, calling `output` for every line of its stdout
     /// and stderr, and returns its exit code (check it!).
     pub async fn exec(
@@ -973,25 +1000,10 @@ impl Docker {
         output: &mut (dyn FnMut(OutputStream, &str) + Send),
     ) -> Result<ExecResult, DockerError> {
         let command = spec.display();
-        let config = bollard::exec::CreateExecOptions {
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            attach_stdin: Some(false),
-            tty: Some(false),
-            env: Some(env_list(&spec.env)),
-            cmd: Some(spec.command.clone()),
-            working_dir: spec.working_dir.clone(),
-            user: spec.user.clone(),
-            ..Default::default()
-        };
-        let exec = self
-            .client
-            .create_exec(id, config)
-            .await
-            .map_err(|e| DockerError::container(id, format!("create exec `{command}`"), e))?;
+        let exec = self.create_exec(id, spec, false, false).await?;
         let started = self
             .client
-            .start_exec(&exec.id, None)
+            .start_exec(&exec, None)
             .await
             .map_err(|e| DockerError::container(id, format!("start exec `{command}`"), e))?;
         let mut tail = Tail::new();
@@ -1031,7 +1043,7 @@ impl Docker {
                 output(OutputStream::Stderr, line);
             });
         }
-        let exit_code = self.exec_exit_code(id, &exec.id, &command).await?;
+        let exit_code = self.exec_exit_code(id, &exec, &command).await?;
         Ok(ExecResult {
             container: id.to_owned(),
             command,
@@ -1053,22 +1065,7 @@ impl Docker {
         tty: bool,
     ) -> Result<AttachedExec, DockerError> {
         let command = spec.display();
-        let config = bollard::exec::CreateExecOptions {
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            attach_stdin: Some(true),
-            tty: Some(tty),
-            env: Some(env_list(&spec.env)),
-            cmd: Some(spec.command.clone()),
-            working_dir: spec.working_dir.clone(),
-            user: spec.user.clone(),
-            ..Default::default()
-        };
-        let exec = self
-            .client
-            .create_exec(id, config)
-            .await
-            .map_err(|e| DockerError::container(id, format!("create exec `{command}`"), e))?;
+        let exec = self.create_exec(id, spec, true, tty).await?;
         let options = bollard::exec::StartExecOptions {
             detach: false,
             tty,
@@ -1076,7 +1073,7 @@ impl Docker {
         };
         let started = self
             .client
-            .start_exec(&exec.id, Some(options))
+            .start_exec(&exec, Some(options))
             .await
             .map_err(|e| DockerError::container(id, format!("start exec `{command}`"), e))?;
         let bollard::exec::StartExecResults::Attached { output, input } = started else {
@@ -1108,7 +1105,7 @@ impl Docker {
             handle: ExecHandle {
                 docker: self.clone(),
                 container: id.to_owned(),
-                exec_id: exec.id,
+                exec_id: exec,
                 command,
             },
         })
