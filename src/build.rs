@@ -129,6 +129,27 @@ pub enum BuildError {
     /// A test command failed.
     #[error("test of {0}")]
     Test(Box<Failure>),
+    /// The linkage gate found ELF files whose libraries the run image cannot provide.
+    #[error("test of {job} failed: libraries missing in the run image {image}\n{}\nfull log: {}", missing_block(.report), log.display())]
+    Linkage {
+        /// `runtime version`.
+        job: String,
+        /// The run image.
+        image: String,
+        /// What the gate found.
+        report: Box<crate::linkage::Report>,
+        /// The log file.
+        log: PathBuf,
+    },
+    /// An artifact could not be read for the linkage gate.
+    #[error("cannot read the artifact of {job} for the linkage gate")]
+    LinkageScan {
+        /// `runtime version`.
+        job: String,
+        /// Why.
+        #[source]
+        source: PackageError,
+    },
     /// The log or a work file could not be written.
     #[error("cannot write {}", path.display())]
     Io {
@@ -171,6 +192,15 @@ impl std::fmt::Display for Failure {
     }
 }
 
+fn missing_block(report: &crate::linkage::Report) -> String {
+    report
+        .missing
+        .iter()
+        .map(|(file, libs)| format!("  {file}: {}", libs.join(", ")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn tail_block(tail: &[String]) -> String {
     if tail.is_empty() {
         return "  (no output)".into();
@@ -191,6 +221,23 @@ impl BuildError {
             BuildError::Phase { failure, .. } | BuildError::Test(failure) => {
                 Some(failure.debug.clone())
             }
+            BuildError::Linkage { report, .. } => {
+                let libs: std::collections::BTreeSet<&str> = report
+                    .missing
+                    .values()
+                    .flatten()
+                    .map(String::as_str)
+                    .collect();
+                let libs: Vec<&str> = libs.into_iter().collect();
+                Some(format!(
+                    "the artifact was not published; add the package that provides {} to the stack's run image (`[run.bootstrap] packages`), remove the file that needs it in `install`, or allow it by name: `[test] allow_missing = [{}]`",
+                    libs.join(", "),
+                    libs.iter()
+                        .map(|l| format!("\"{l}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }
             BuildError::Unpack { .. } => Some(
                 "the source archive is refused as unsafe or unreadable; check the recipe's URL and checksum".into(),
             ),
@@ -206,10 +253,28 @@ pub struct BuildOptions {
     pub keep: bool,
     /// The mtime of every artifact entry, and `SOURCE_DATE_EPOCH` inside the container.
     pub source_date_epoch: u64,
-    /// Artifacts (on the host) of the runtimes this one is built against: extracted into the
-    /// prefix before `configure` and before the test; left out of the artifact unless the
-    /// recipe sets `include_requires`.
-    pub requires: Vec<PathBuf>,
+    /// The runtimes this one is built against: extracted, each at its own prefix, before
+    /// `configure` and before the test; left out of the artifact unless the recipe sets
+    /// `include_requires`.
+    pub requires: Vec<Required>,
+}
+
+/// A runtime another is built against: its artifact on the host and the prefix it unpacks at.
+#[derive(Debug, Clone)]
+pub struct Required {
+    /// The artifact file.
+    pub artifact: PathBuf,
+    /// Its recipe's prefix.
+    pub prefix: String,
+}
+
+impl Required {
+    /// Extracts it at its prefix in `container` (made first when missing).
+    pub async fn extract(&self, container: &ContainerGuard) -> Result<(), BuildError> {
+        let mkdir = ExecSpec::new(["mkdir", "-p", self.prefix.as_str()]);
+        container.exec(&mkdir, &mut |_, _| {}).await?.check()?;
+        upload_artifact(container, &self.artifact, &self.prefix).await
+    }
 }
 
 impl Default for BuildOptions {
@@ -795,9 +860,13 @@ impl Builder {
         );
         made?.check()?;
         unpacked?;
-        for artifact in &opts.requires {
-            log.line(&format!("# requires {}", artifact.display()));
-            upload_artifact(container, artifact, &recipe.prefix).await?;
+        for required in &opts.requires {
+            log.line(&format!(
+                "# requires {} at {}",
+                required.artifact.display(),
+                required.prefix
+            ));
+            required.extract(container).await?;
         }
         reporter.step_finished(job, "unpack", started.elapsed());
 
@@ -870,8 +939,14 @@ impl Builder {
         let reader = tokio_util::io::StreamReader::new(stream);
         let mut options = PackageOptions::new(&recipe.prefix);
         options.mtime = opts.source_date_epoch;
-        if !opts.requires.is_empty() && !recipe.build.include_requires {
-            let requires = opts.requires.clone();
+        // Only what a requirement put into this recipe's own prefix can be in its artifact.
+        let requires: Vec<PathBuf> = opts
+            .requires
+            .iter()
+            .filter(|r| r.prefix == recipe.prefix)
+            .map(|r| r.artifact.clone())
+            .collect();
+        if !requires.is_empty() && !recipe.build.include_requires {
             let exclusions =
                 tokio::task::spawn_blocking(move || package::Exclusions::from_artifacts(&requires))
                     .await

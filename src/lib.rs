@@ -12,6 +12,7 @@ pub mod checksum;
 pub mod docker;
 pub mod error;
 pub mod fetch;
+pub mod linkage;
 pub mod package;
 pub mod plan;
 pub mod publish;

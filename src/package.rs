@@ -811,6 +811,18 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Opens the artifact at `path` as a tar archive, to read its entries in order.
+pub fn open_artifact(path: &Path) -> Result<tar::Archive<Box<dyn Read>>, PackageError> {
+    let file = File::open(path).map_err(|source| PackageError::ReadArtifact {
+        path: path.to_owned(),
+        source,
+    })?;
+    let decoder: Box<dyn Read> = Box::new(flate2::bufread::MultiGzDecoder::new(
+        BufReader::with_capacity(256 * 1024, file),
+    ));
+    Ok(tar::Archive::new(decoder))
+}
+
 /// The contents of the regular files `wanted` (paths as [`list_artifact`] gives them) in an
 /// artifact, each at most `max` bytes (larger ones are left out).
 pub fn read_artifact_files(

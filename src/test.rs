@@ -1,14 +1,17 @@
 //! Testing an artifact the way a dyno would run it: a fresh container from the stack's run
 //! image (or its build image when it has none), no network, the artifact extracted at the
-//! prefix, then the recipe's `[test] commands`, each exit code checked.
+//! prefix (and each runtime it requires at its own), then the linkage gate (every ELF file finds
+//! the libraries it needs there: see [`crate::linkage`]), then the recipe's `[test] commands`,
+//! each exit code checked.
 
 use std::path::Path;
 use std::time::Instant;
 
 use crate::build::{
-    BuildError, BuildLog, Failure, container_env, labels, run_commands, upload_artifact,
+    BuildError, BuildLog, Failure, Required, container_env, labels, run_commands, upload_artifact,
 };
-use crate::docker::{ContainerGuard, ContainerSpec, Docker};
+use crate::docker::{ContainerGuard, ContainerSpec, Docker, ExecSpec};
+use crate::linkage::{self, Probe, Resolver};
 use crate::recipe::Recipe;
 use crate::report::Reporter;
 
@@ -46,7 +49,7 @@ impl TestContainer {
     pub async fn run(
         self,
         recipe: &Recipe,
-        requires: &[std::path::PathBuf],
+        requires: &[Required],
         artifact: &Path,
         log: &mut BuildLog,
         reporter: &dyn Reporter,
@@ -58,9 +61,14 @@ impl TestContainer {
         let container = self.container;
         let result = async {
             // What it was built against first (XSP needs Mono to run), then the artifact.
-            for a in requires.iter().map(|p| p.as_path()).chain([artifact]) {
-                upload_artifact(&container, a, &recipe.prefix).await?;
+            for r in requires {
+                r.extract(&container).await?;
             }
+            upload_artifact(&container, artifact, &recipe.prefix).await?;
+            linkage_gate(
+                &container, &self.image, recipe, requires, artifact, &job, log, reporter,
+            )
+            .await?;
             if let Some((command, exit_code, tail)) =
                 run_commands(&container, &recipe.test.commands, "/", &job, log, reporter).await?
             {
@@ -83,5 +91,86 @@ impl TestContainer {
         result?;
         reporter.step_finished(&job, "test", started.elapsed());
         Ok(())
+    }
+}
+
+/// Runs the linkage gate of `artifact` in the test container: scans the artifacts on the host,
+/// probes the image for what lies outside them, and fails with every file and library missing.
+#[allow(clippy::too_many_arguments)]
+async fn linkage_gate(
+    container: &ContainerGuard,
+    image: &str,
+    recipe: &Recipe,
+    requires: &[Required],
+    artifact: &Path,
+    job: &str,
+    log: &mut BuildLog,
+    reporter: &dyn Reporter,
+) -> Result<(), BuildError> {
+    let mut artifacts = vec![(artifact.to_path_buf(), recipe.prefix.clone())];
+    artifacts.extend(
+        requires
+            .iter()
+            .map(|r| (r.artifact.clone(), r.prefix.clone())),
+    );
+    let tree = tokio::task::spawn_blocking(move || linkage::scan(&artifacts))
+        .await
+        .expect("scan task does not panic")
+        .map_err(|source| BuildError::LinkageScan {
+            job: job.to_string(),
+            source,
+        })?;
+    let mut argv = vec![
+        "/bin/sh".to_string(),
+        "-c".into(),
+        linkage::PROBE_SCRIPT.into(),
+        "probe".into(),
+    ];
+    argv.extend(Resolver::candidates(&tree));
+    let mut output = String::new();
+    container
+        .exec(&ExecSpec::new(argv), &mut |_, line: &str| {
+            output.push_str(line);
+            output.push('\n');
+        })
+        .await?
+        .check()?;
+    let probe = Probe::parse(&output);
+    let report = Resolver::new(&tree, &probe).check(&recipe.test.allow_missing);
+    let say = |log: &mut BuildLog, line: String| {
+        log.line(&line);
+        reporter.output(job, &line);
+    };
+    say(
+        log,
+        format!(
+            "# linkage: {} ELF files checked in {image} ({}), {} with missing libraries",
+            report.checked,
+            probe.machine,
+            report.missing.len()
+        ),
+    );
+    for (file, libs) in &report.allowed {
+        say(log, format!("# linkage: allowed missing in {file}: {}", libs.join(", ")));
+    }
+    for file in &report.foreign {
+        say(log, format!("# linkage: not checked (another machine): {file}"));
+    }
+    for (file, why) in &report.unreadable {
+        say(log, format!("# linkage: not checked (unreadable ELF: {why}): {file}"));
+    }
+    for (file, libs) in &report.missing {
+        say(log, format!("# linkage: {file} needs {}, not found", libs.join(", ")));
+    }
+    log.flush()?;
+    if report.passed() {
+        Ok(())
+    } else {
+        Err(BuildError::Linkage {
+            job: job.to_string(),
+            image: image.to_string(),
+            report: Box::new(report),
+            log: log.path().to_path_buf(),
+        })
     }
 }

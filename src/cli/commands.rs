@@ -388,7 +388,10 @@ async fn build(
                 if !path.exists() {
                     store.download(&dep.stack, &dep.artifact, &path).await?;
                 }
-                requires.push(path);
+                requires.push(packager::build::Required {
+                    artifact: path,
+                    prefix: dep.prefix.clone(),
+                });
             }
             let builder = Builder {
                 docker: docker.clone(),
@@ -630,7 +633,10 @@ async fn shell(cli: &Cli, ui: Arc<Ui>, args: &ShellArgs) -> Result<u8, Error> {
             }
             let path = deps_dir.path().join(&dep.artifact);
             store.download(&dep.stack, &dep.artifact, &path).await?;
-            requires.push(path);
+            requires.push(packager::build::Required {
+                artifact: path,
+                prefix: dep.prefix.clone(),
+            });
         }
     }
     let opts = BuildOptions {

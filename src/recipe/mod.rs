@@ -27,8 +27,11 @@ pub const STACKS_DIR: &str = "stacks";
 pub const RUNTIME_FILE: &str = "runtime.toml";
 /// The stack a recipe builds on when it names none.
 pub const DEFAULT_STACK: &str = "bookworm";
-/// The prefix a recipe installs into when it names none: where a Heroku dyno runs the app.
-pub const DEFAULT_PREFIX: &str = "/app";
+/// The prefix a recipe installs into when it names none: a folder of its own under `/app`, where
+/// a Heroku dyno runs the app (never `/app` itself, which holds the app's own `bin/`).
+pub const DEFAULT_PREFIX: &str = "/app/{runtime}";
+/// Where a dyno runs the app: every prefix is below it unless a recipe opts out.
+pub const APP_DIR: &str = "/app";
 /// The artifact file name when a recipe names none.
 pub const DEFAULT_ARTIFACT: &str = "{runtime}-{version}.tar.gz";
 /// The artifact file name when a recipe names none and sets a `revision` above 0.
@@ -170,6 +173,7 @@ struct Layer {
     description: Option<Spanned<String>>,
     stack: Option<Spanned<String>>,
     prefix: Option<Spanned<String>>,
+    prefix_outside_app: Option<bool>,
     artifact: Option<Spanned<String>>,
     revision: Option<u32>,
     source: Option<SourceLayer>,
@@ -220,6 +224,7 @@ struct BuildLayer {
 #[serde(deny_unknown_fields)]
 struct TestLayer {
     commands: Option<Vec<Spanned<String>>>,
+    allow_missing: Option<Vec<Spanned<String>>>,
 }
 
 /// A recipe file's text, kept to turn byte spans into line numbers.
@@ -398,6 +403,9 @@ pub struct Build {
 pub struct Test {
     /// Shell commands run against the artifact extracted at the prefix.
     pub commands: Vec<String>,
+    /// Libraries (`libnsl.so.2`) the linkage gate lets ELF files need without finding them in
+    /// the run image.
+    pub allow_missing: Vec<String>,
 }
 
 /// A recipe for one version: both files merged and every template expanded.
@@ -413,6 +421,8 @@ pub struct Recipe {
     pub stack: String,
     /// The install prefix.
     pub prefix: String,
+    /// Whether the prefix may lie outside `/app` (or be `/app` itself).
+    pub prefix_outside_app: bool,
     /// Bumped when an already published version must be rebuilt with other inputs: part of
     /// the artifact's name (and of its inventory entry's metadata), so the old one stays.
     pub revision: u32,
@@ -518,6 +528,7 @@ fn check_layer_templates(file: &SourceFile, layer: &Layer) -> Result<(), RecipeE
     }
     if let Some(t) = &layer.test {
         all.extend(t.commands.iter().flatten());
+        all.extend(t.allow_missing.iter().flatten());
     }
     for s in all {
         template::check(s.get_ref()).map_err(|e| file.error(s.span(), e.to_string()))?;
@@ -528,6 +539,12 @@ fn check_layer_templates(file: &SourceFile, layer: &Layer) -> Result<(), RecipeE
             return Err(file.error(
                 p.span(),
                 format!("prefix `{v}` must be an absolute path without templates or `..`"),
+            ));
+        }
+        if v.trim_end_matches('/').is_empty() {
+            return Err(file.error(
+                p.span(),
+                "prefix `/` would install the runtime over the whole file system",
             ));
         }
     }
@@ -567,9 +584,36 @@ pub fn load(
     let stack_name = stack
         .as_ref()
         .map_or(DEFAULT_STACK.to_string(), |s| s.value.get_ref().clone());
-    let prefix_value = prefix
-        .as_ref()
-        .map_or(DEFAULT_PREFIX.to_string(), |p| p.value.get_ref().clone());
+    let prefix_value = prefix.as_ref().map_or_else(
+        || DEFAULT_PREFIX.replace("{runtime}", runtime.as_str()),
+        |p| p.value.get_ref().trim_end_matches('/').to_string(),
+    );
+    let prefix_outside_app = over
+        .prefix_outside_app
+        .or(base.prefix_outside_app)
+        .unwrap_or(false);
+    if let Some(p) = &prefix
+        && !prefix_outside_app
+        && !prefix_value.starts_with(&format!("{APP_DIR}/"))
+    {
+        let mut e = p.file.error(
+            p.value.span(),
+            if prefix_value == APP_DIR {
+                format!(
+                    "prefix `{APP_DIR}` installs the runtime at the root of the app, over the app's own `bin/`"
+                )
+            } else {
+                format!("prefix `{prefix_value}` is outside {APP_DIR}, where a dyno runs the app")
+            },
+        );
+        if let RecipeError::Invalid { hint, .. } = &mut e {
+            *hint = Some(format!(
+                "give the runtime a folder of its own such as `{}`, or set `prefix_outside_app = true` if it really belongs there",
+                DEFAULT_PREFIX.replace("{runtime}", runtime.as_str())
+            ));
+        }
+        return Err(e);
+    }
     let vars = [
         ("runtime", runtime.to_string()),
         ("version", version.to_string()),
@@ -719,8 +763,13 @@ pub fn load(
     // [test]
     let (bt, ot) = (base.test.unwrap_or_default(), over.test.unwrap_or_default());
     let tests = merge_opt_list(list_at(over_f, ot.commands), list_at(base_f, bt.commands));
+    let allow = merge_opt_list(
+        list_at(over_f, ot.allow_missing),
+        list_at(base_f, bt.allow_missing),
+    );
     let test = Test {
         commands: t.list(tests.as_ref(), &[])?,
+        allow_missing: t.list(allow.as_ref(), &[])?,
     };
 
     let artifact = match &artifact {
@@ -755,6 +804,7 @@ pub fn load(
         description: description.map(|d| d.value.into_inner()),
         stack: stack_name,
         prefix: prefix_value,
+        prefix_outside_app,
         revision,
         artifact,
         source,
@@ -793,6 +843,8 @@ struct ShowRecipe<'a> {
     description: Option<&'a str>,
     stack: &'a str,
     prefix: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    prefix_outside_app: bool,
     revision: u32,
     artifact: &'a str,
     source: ShowSource<'a>,
@@ -837,6 +889,8 @@ struct ShowBuild<'a> {
 #[derive(Serialize)]
 struct ShowTest<'a> {
     commands: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    allow_missing: &'a [String],
 }
 
 fn checksum_map(c: &Checksum) -> BTreeMap<&'static str, &str> {
@@ -853,6 +907,7 @@ impl Recipe {
             description: self.description.as_deref(),
             stack: &self.stack,
             prefix: &self.prefix,
+            prefix_outside_app: self.prefix_outside_app,
             revision: self.revision,
             artifact: &self.artifact,
             source: ShowSource {
@@ -889,6 +944,7 @@ impl Recipe {
             },
             test: ShowTest {
                 commands: &self.test.commands,
+                allow_missing: &self.test.allow_missing,
             },
         };
         toml::to_string_pretty(&show).expect("a recipe always serialises")
