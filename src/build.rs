@@ -625,6 +625,42 @@ impl Builder {
         Ok((image, run_image))
     }
 
+    /// Tests an artifact already made (published, or a file) as a build tests its own: in a
+    /// fresh container of the stack's run image, with what it requires at their prefixes, the
+    /// linkage gate, then the recipe's test commands. Returns the log's path.
+    pub async fn test_artifact(
+        &self,
+        recipe: &Recipe,
+        opts: &BuildOptions,
+        artifact: &Path,
+    ) -> Result<PathBuf, BuildError> {
+        let (_, run_image) = self.stack_images(recipe, true).await?;
+        let run_image = run_image.expect("asked for the run image");
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut log = BuildLog::create(
+            &self.logs_dir(),
+            &format!(
+                "{}-{}-test-{stamp}-{}",
+                recipe.runtime, recipe.version, self.run_id
+            ),
+        )?;
+        log.line(&format!("# test {} of {}", artifact.display(), job_name(recipe)));
+        let tester = crate::test::TestContainer::start(
+            &self.docker,
+            &run_image.reference,
+            recipe,
+            &self.run_id,
+            opts.source_date_epoch,
+        )
+        .await?;
+        tester
+            .run(recipe, &opts.requires, artifact, &mut log, &*self.reporter)
+            .await?;
+        Ok(log.path().to_path_buf())
+    }
+
     /// Builds `recipe` into an artifact in a fresh container, then tests the artifact in
     /// another fresh container from the stack's run image. The test container is started while
     /// the build runs, and the build container removed while the test runs.

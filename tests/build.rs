@@ -436,3 +436,113 @@ fn docker_unreachable_is_a_clear_error() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("DOCKER_HOST"), "{}", stderr(&o));
 }
+
+/// The fixture's install adds `bin/useextra`, linked against `libextra.so.1` built in the source
+/// tree (so only the build container has it), with an rpath to `$ORIGIN/../lib`, where `install`
+/// puts `lib_extra` (a shell command). Its test commands never run `useextra`, so they pass.
+fn gate_fixture(ws: &common::Workspace, server: &Server, runtime: &str, lib_extra: &str) {
+    fixture(
+        ws,
+        server,
+        runtime,
+        &format!(
+            r#"[build]
+install = [
+  "make install",
+  "printf 'int extra(void) {{{{ return 4; }}}}\n' > extra.c && cc -shared -fPIC -Wl,-soname,libextra.so.1 -o libextra.so.1 extra.c",
+  "printf 'int extra(void);\nint main(void) {{{{ return extra() - 4; }}}}\n' > use.c && cc -o {{prefix}}/bin/useextra use.c -L. -l:libextra.so.1 -Wl,-rpath,'$ORIGIN/../lib'",
+  "mkdir -p {{prefix}}/lib/fake && printf '#!/bin/sh\necho not a library\n' > {{prefix}}/lib/fake/libfake.so && chmod +x {{prefix}}/lib/fake/libfake.so",
+  "ln -s nowhere.so.1 {{prefix}}/lib/libdangling.so.1",
+  "{lib_extra}",
+]
+"#
+        ),
+    );
+}
+
+#[test]
+fn the_linkage_gate_fails_a_binary_whose_library_only_the_build_image_has() {
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    // A script named like the library, where the rpath points: not an ELF file, so no provider.
+    gate_fixture(
+        &ws,
+        &server,
+        "fixture-gate",
+        "printf '#!/bin/sh\\\\n' > {prefix}/lib/libextra.so.1",
+    );
+    let store = ws.dir.path().join("store");
+    let o = ws.run(&[
+        "build",
+        "fixture-gate",
+        "1.0.0",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("test of fixture-gate 1.0.0 failed: libraries missing in the run image"),
+        "{err}"
+    );
+    assert!(
+        err.contains("/app/fixture-gate/bin/useextra: libextra.so.1"),
+        "names the file and the library: {err}"
+    );
+    assert!(
+        err.contains("allow_missing = [\"libextra.so.1\"]"),
+        "hint: {err}"
+    );
+    assert!(
+        !err.contains("libfake.so") && !err.contains("libdangling"),
+        "a script named *.so and a dangling link are not checked: {err}"
+    );
+    assert!(!store.exists(), "nothing published");
+    assert!(containers_of(&docker, "fixture-gate").is_empty());
+
+    // Allowed by name: the build passes, and the log says what was allowed.
+    let recipe = ws.recipes().join("fixture-gate/1.0.0.toml");
+    let text = std::fs::read_to_string(&recipe).unwrap();
+    std::fs::write(
+        &recipe,
+        text.replacen("[test]\n", "[test]\nallow_missing = [\"libextra.so.1\"]\n", 1),
+    )
+    .unwrap();
+    let o = ws.run(&[
+        "-v",
+        "build",
+        "fixture-gate",
+        "1.0.0",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("allowed missing in /app/fixture-gate/bin/useextra: libextra.so.1"),
+        "{err}"
+    );
+    assert!(containers_of(&docker, "fixture-gate").is_empty());
+}
+
+#[test]
+fn the_linkage_gate_passes_a_library_shipped_in_the_artifact() {
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    gate_fixture(
+        &ws,
+        &server,
+        "fixture-gate-ok",
+        "cp libextra.so.1 {prefix}/lib/",
+    );
+    let o = ws.run(&["-v", "build", "fixture-gate-ok", "1.0.0"]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("# linkage: 3 ELF files checked") && err.contains("0 with missing libraries"),
+        "bin/fixture-gate-ok, bin/useextra, lib/libextra.so.1: {err}"
+    );
+    assert!(containers_of(&docker, "fixture-gate-ok").is_empty());
+}

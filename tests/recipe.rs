@@ -49,7 +49,7 @@ build = []
     let t = show(&ws, "mono", "3.2.8");
     assert_eq!(t["description"].as_str(), Some("Mono"));
     assert_eq!(t["stack"].as_str(), Some("heroku-24"));
-    assert_eq!(t["prefix"].as_str(), Some("/app"));
+    assert_eq!(t["prefix"].as_str(), Some("/app/mono"), "a folder of its own");
     assert_eq!(t["artifact"].as_str(), Some("mono-3.2.8-heroku-24.tar.gz"));
     let source = t["source"].as_table().unwrap();
     assert_eq!(
@@ -68,7 +68,7 @@ build = []
     assert_eq!(build["env"]["LANG"].as_str(), Some("C"));
     assert_eq!(
         build["configure"][0].as_str(),
-        Some("./configure --prefix=/app --disable-nls")
+        Some("./configure --prefix=/app/mono --disable-nls")
     );
     // `[]` skips a phase; a missing phase gets the default.
     assert_eq!(build["build"].as_array().unwrap().len(), 0);
@@ -287,6 +287,29 @@ fn errors_name_the_file_and_the_line() {
         1,
         "absolute path",
     );
+    // The root of the file system, the root of the app, and a folder outside it.
+    assert_bad(None, &format!("prefix = \"/\"\n{src}"), "1.0.0.toml", 1, "whole file system");
+    assert_bad(
+        None,
+        &format!("prefix = \"/app\"\n{src}"),
+        "1.0.0.toml",
+        1,
+        "at the root of the app",
+    );
+    assert_bad(
+        None,
+        &format!("\n\nprefix = \"/opt/demo\"\n{src}"),
+        "1.0.0.toml",
+        3,
+        "outside /app",
+    );
+    assert_bad(
+        Some("prefix = \"/usr/local\"\n"),
+        &src,
+        "runtime.toml",
+        1,
+        "outside /app",
+    );
     // Resource dest escaping the tree.
     assert_bad(
         None,
@@ -296,6 +319,32 @@ fn errors_name_the_file_and_the_line() {
         "1.0.0.toml",
         7,
         "relative path inside the source tree",
+    );
+}
+
+#[test]
+fn a_prefix_outside_app_needs_an_explicit_opt_in() {
+    let ws = Workspace::new();
+    ws.recipe("demo", "1.0.0", "https://example.invalid/x.tar.gz", SUM);
+    let file = ws.recipes().join("demo/1.0.0.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("prefix = \"/opt/demo\"\n{text}")).unwrap();
+    let o = ws.run(&["show", "demo", "1.0.0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("prefix_outside_app = true"), "{}", stderr(&o));
+    std::fs::write(
+        &file,
+        format!("prefix = \"/opt/demo/\"\nprefix_outside_app = true\n{text}"),
+    )
+    .unwrap();
+    let t = show(&ws, "demo", "1.0.0");
+    assert_eq!(t["prefix"].as_str(), Some("/opt/demo"));
+    assert_eq!(t["prefix_outside_app"].as_bool(), Some(true));
+    // Below /app, no opt-in is needed.
+    std::fs::write(&file, format!("prefix = \"/app/.heroku/demo\"\n{text}")).unwrap();
+    assert_eq!(
+        show(&ws, "demo", "1.0.0")["prefix"].as_str(),
+        Some("/app/.heroku/demo")
     );
 }
 

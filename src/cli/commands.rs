@@ -50,6 +50,12 @@ pub async fn run(cli: &Cli) -> Result<u8, Error> {
                 _ => verify_all(cli, ui, runtime.as_deref(), *twice, store).await,
             };
         }
+        Command::Test {
+            runtime,
+            version,
+            artifact,
+            store,
+        } => test_again(cli, ui.clone(), runtime, version, artifact.as_deref(), store).await,
         Command::List { runtime, json } => list(&g.recipes, runtime.as_deref(), *json),
         Command::Show { runtime, version } => {
             let catalogue = Catalogue::open(&g.recipes)?;
@@ -589,56 +595,17 @@ async fn shell(cli: &Cli, ui: Arc<Ui>, args: &ShellArgs) -> Result<u8, Error> {
         builder,
         source_date_epoch,
     } = setup(cli, &ui, runtime, version, args.make_jobs).await?;
-    // What it is built against comes from the store, extracted into the prefix as in a build.
+    // What it is built against comes from the store, extracted at its prefix as in a build.
     let deps_dir = tempfile::tempdir().map_err(|source| Error::Io {
         path: std::env::temp_dir(),
         source,
     })?;
-    let mut requires = Vec::new();
-    if !recipe.build.requires.is_empty() {
-        use packager::publish::Store;
+    let requires = if recipe.build.requires.is_empty() {
+        Vec::new()
+    } else {
         let store = args.store.open().await?;
-        let plan = make_plan(
-            &cli.global,
-            &[runtime.clone(), version.clone()],
-            false,
-            false,
-            &store,
-            builder.jobs,
-        )
-        .await?;
-        let job = plan
-            .jobs
-            .iter()
-            .find(|j| j.selected)
-            .expect("the plan holds the selected job");
-        for &d in &job.deps {
-            let dep = &plan.jobs[d].recipe;
-            if store.lookup(&dep.stack, &dep.artifact).await?.is_none() {
-                return Err(Error::Usage {
-                    message: format!(
-                        "{} requires {} {}, which {} does not hold",
-                        job.name(),
-                        dep.runtime,
-                        dep.version,
-                        store.describe()
-                    ),
-                    hint: Some(format!(
-                        "build it first: `packager build {} {} --store {}`",
-                        dep.runtime,
-                        dep.version,
-                        store.describe()
-                    )),
-                });
-            }
-            let path = deps_dir.path().join(&dep.artifact);
-            store.download(&dep.stack, &dep.artifact, &path).await?;
-            requires.push(packager::build::Required {
-                artifact: path,
-                prefix: dep.prefix.clone(),
-            });
-        }
-    }
+        required_runtimes(cli, &recipe, &store, builder.jobs, deps_dir.path()).await?
+    };
     let opts = BuildOptions {
         keep: args.keep,
         source_date_epoch,
@@ -1325,4 +1292,119 @@ async fn verify_one(
             .await
             .expect("compare does not panic")?;
     Ok(comparison)
+}
+
+/// The artifacts of the runtimes `recipe` is built against, downloaded from `store` into `dir`,
+/// each with the prefix it unpacks at. A requirement the store does not hold is a usage error.
+async fn required_runtimes(
+    cli: &Cli,
+    recipe: &Recipe,
+    store: &packager::publish::AnyStore,
+    jobs: usize,
+    dir: &std::path::Path,
+) -> Result<Vec<packager::build::Required>, Error> {
+    use packager::publish::Store;
+    let plan = make_plan(
+        &cli.global,
+        &[recipe.runtime.to_string(), recipe.version.to_string()],
+        false,
+        false,
+        store,
+        jobs,
+    )
+    .await?;
+    let job = plan
+        .jobs
+        .iter()
+        .find(|j| j.selected)
+        .expect("the plan holds the selected job");
+    let mut requires = Vec::new();
+    for &d in &job.deps {
+        let dep = &plan.jobs[d].recipe;
+        if store.lookup(&dep.stack, &dep.artifact).await?.is_none() {
+            return Err(Error::Usage {
+                message: format!(
+                    "{} requires {} {}, which {} does not hold",
+                    job.name(),
+                    dep.runtime,
+                    dep.version,
+                    store.describe()
+                ),
+                hint: Some(format!(
+                    "build it first: `packager build {} {} --store {}`",
+                    dep.runtime,
+                    dep.version,
+                    store.describe()
+                )),
+            });
+        }
+        let path = dir.join(&dep.artifact);
+        store.download(&dep.stack, &dep.artifact, &path).await?;
+        requires.push(packager::build::Required {
+            artifact: path,
+            prefix: dep.prefix.clone(),
+        });
+    }
+    Ok(requires)
+}
+
+/// `packager test`: tests a published artifact (or a file) again without rebuilding it.
+async fn test_again(
+    cli: &Cli,
+    ui: Arc<Ui>,
+    runtime: &str,
+    version: &str,
+    artifact: Option<&std::path::Path>,
+    store: &super::StoreArgs,
+) -> Result<(), Error> {
+    use packager::publish::Store;
+    let Setup {
+        recipe,
+        builder,
+        source_date_epoch,
+    } = setup(cli, &ui, runtime, version, None).await?;
+    let dir = tempfile::tempdir().map_err(|source| Error::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let store = store.open().await?;
+    let artifact = match artifact {
+        Some(a) => a.to_path_buf(),
+        None => {
+            if store.lookup(&recipe.stack, &recipe.artifact).await?.is_none() {
+                return Err(Error::Usage {
+                    message: format!(
+                        "{} does not hold {}/{}",
+                        store.describe(),
+                        recipe.stack,
+                        recipe.artifact
+                    ),
+                    hint: Some(format!(
+                        "build it first (`packager build {runtime} {version}`), or pass --artifact FILE"
+                    )),
+                });
+            }
+            let path = dir.path().join(&recipe.artifact);
+            store.download(&recipe.stack, &recipe.artifact, &path).await?;
+            path
+        }
+    };
+    let requires = if recipe.build.requires.is_empty() {
+        Vec::new()
+    } else {
+        required_runtimes(cli, &recipe, &store, builder.jobs, dir.path()).await?
+    };
+    let opts = packager::build::BuildOptions {
+        keep: false,
+        source_date_epoch,
+        requires,
+    };
+    let log = builder.test_artifact(&recipe, &opts, &artifact).await?;
+    ui.note(&format!(
+        "{} passed its test ({}); log: {}",
+        packager::build::job_name(&recipe),
+        artifact.display(),
+        log.display()
+    ));
+    Ok(())
 }

@@ -175,6 +175,19 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Test a published artifact (or a file) again, without rebuilding it: in a fresh container
+    /// of the stack's run image, the linkage gate and the recipe's test commands
+    Test {
+        /// The runtime
+        runtime: String,
+        /// The version
+        version: String,
+        /// Test this artifact file instead of the one in the store
+        #[arg(long, value_name = "FILE")]
+        artifact: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Look after the cache: what it holds, prune it, re-hash its downloads
     Cache {
         #[command(subcommand)]
