@@ -57,10 +57,18 @@ fn every_checksum_is_well_formed_and_cited() {
             let r = cat
                 .load(rt.name.as_str(), v, &LoadOptions::default())
                 .unwrap_or_else(|e| panic!("{} {v}: {e}", rt.name));
+            // Each runtime has a folder of its own under /app, never the app's root (where the
+            // app's own bin/ is), matching the buildpack that vendors it.
+            let want = match rt.name.as_str() {
+                "python" => "/app/.heroku/python",
+                "ruby" => "/app/vendor/ruby",
+                "mono" | "xsp" => "/app/mono",
+                other => &format!("/app/{other}"),
+            };
+            assert_eq!(r.prefix, want, "{} {v}", rt.name);
             // The tests prove the runtime works from the prefix: each one runs something there.
-            assert_eq!(r.prefix, "/app", "{} {v}", rt.name);
             assert!(
-                r.test.commands.iter().all(|c| c.contains("/app/")),
+                r.test.commands.iter().all(|c| c.contains(want)),
                 "{} {v}: every test command runs from the prefix",
                 rt.name
             );

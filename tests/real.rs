@@ -82,6 +82,10 @@ fn lua_5_4_4_builds_from_the_shipped_recipe_on_the_bookworm_stack() {
         err.contains("Lua 5.4.4  Copyright (C) 1994-2022"),
         "`lua -v` ran in the test phase: {err}"
     );
+    assert!(
+        err.contains("# linkage: 2 ELF files checked") && err.contains("0 with missing libraries"),
+        "the linkage gate ran in the run image: {err}"
+    );
     let artifact = store.join("bookworm/lua-5.4.4.tar.gz");
     assert!(stdout(&o).starts_with(&artifact.display().to_string()));
     let paths: Vec<String> = list_artifact(&artifact)
