@@ -202,7 +202,7 @@ fn a_failing_configure_names_the_phase_and_leaves_no_container() {
         "{err}"
     );
     assert!(
-        err.contains("`./configure --prefix=/app --fail` exited with code 3"),
+        err.contains("`./configure --prefix=/app/fixture-fail --fail` exited with code 3"),
         "{err}"
     );
     assert!(
@@ -545,4 +545,16 @@ fn the_linkage_gate_passes_a_library_shipped_in_the_artifact() {
         "bin/fixture-gate-ok, bin/useextra, lib/libextra.so.1: {err}"
     );
     assert!(containers_of(&docker, "fixture-gate-ok").is_empty());
+
+    // `packager test` runs the gate and the commands again on the published artifact.
+    let o = ws.run(&["-v", "test", "fixture-gate-ok", "1.0.0"]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("# linkage: 3 ELF files checked"), "{err}");
+    assert!(err.contains("hello, tester"), "the test commands ran: {err}");
+    assert!(containers_of(&docker, "fixture-gate-ok").is_empty());
+    // A version the store does not hold is a usage error.
+    let o = ws.run(&["test", "fixture-gate-ok", "1.0.0", "--store", "elsewhere"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("hint: build it first"), "{}", stderr(&o));
 }

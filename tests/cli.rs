@@ -26,6 +26,7 @@ fn help_snapshots() {
         "plan",
         "inventory",
         "verify",
+        "test",
         "cache",
         "checksum",
     ] {

@@ -72,11 +72,11 @@ build = []
     );
     // `[]` skips a phase; a missing phase gets the default.
     assert_eq!(build["build"].as_array().unwrap().len(), 0);
-    assert_eq!(build["install"][1].as_str(), Some("strip /app/bin/mono"));
+    assert_eq!(build["install"][1].as_str(), Some("strip /app/mono/bin/mono"));
     assert_eq!(build["network"].as_bool(), Some(false));
     assert_eq!(
         t["test"]["commands"][0].as_str(),
-        Some("/app/bin/mono --version")
+        Some("/app/mono/bin/mono --version")
     );
 }
 
@@ -97,7 +97,7 @@ fn defaults_apply_when_nothing_is_said() {
     let b = &t["build"];
     assert_eq!(
         b["configure"][0].as_str(),
-        Some("./configure --prefix=/app")
+        Some("./configure --prefix=/app/lua")
     );
     assert!(b["build"][0].as_str().unwrap().starts_with("make -j"));
     assert_eq!(b["install"][0].as_str(), Some("make install"));
@@ -154,7 +154,7 @@ configure = ['CFLAGS="${{CFLAGS:-}} -fPIC" ./configure --prefix={{prefix}} --wit
     let t = show(&ws, "demo", "1.0");
     assert_eq!(
         t["build"]["configure"][0].as_str(),
-        Some(r#"CFLAGS="${CFLAGS:-} -fPIC" ./configure --prefix=/app --with-x={yes}"#)
+        Some(r#"CFLAGS="${CFLAGS:-} -fPIC" ./configure --prefix=/app/demo --with-x={yes}"#)
     );
 }
 

@@ -58,7 +58,7 @@ fn a_command_runs_in_the_unpacked_sources_with_the_build_environment() {
         !lines.contains(&"config.mk"),
         "no phase ran without --after: {out}"
     );
-    assert!(lines.contains(&"prefix=/app"), "{out}");
+    assert!(lines.contains(&"prefix=/app/fixture-cmd"), "{out}");
     assert!(lines.contains(&"prefix-exists"), "{out}");
     assert!(
         stderr(&o).contains("to-stderr") && !out.contains("to-stderr"),
@@ -513,7 +513,7 @@ fn an_interactive_shell_has_a_terminal_that_follows_the_window() {
         30,
     );
     tmux.wait_for("the banner", |l| {
-        l.contains("packager: fixture-tty 1.0.0 after configure, /build/src, prefix /app; exit or Ctrl-D to leave")
+        l.contains("packager: fixture-tty 1.0.0 after configure, /build/src, prefix /app/fixture-tty; exit or Ctrl-D to leave")
     });
     let containers = containers_of(&docker, "fixture-tty");
     assert_eq!(containers.len(), 1);
