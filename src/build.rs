@@ -376,17 +376,22 @@ pub(crate) async fn run_commands(
 /// The container environment of a build or test: nothing from the host, only this.
 pub fn container_env(
     recipe: &Recipe,
+    requires: &[Required],
     jobs: usize,
     source_date_epoch: u64,
 ) -> Vec<(String, String)> {
+    // The runtime's own programs first, then those of what it is built against (each at its
+    // own prefix), then the system's.
+    let mut path = vec![format!("{}/bin", recipe.prefix)];
+    for r in requires {
+        let bin = format!("{}/bin", r.prefix);
+        if !path.contains(&bin) {
+            path.push(bin);
+        }
+    }
+    path.push("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     let mut env: BTreeMap<String, String> = [
-        (
-            "PATH",
-            format!(
-                "{}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                recipe.prefix
-            ),
-        ),
+        ("PATH", path.join(":")),
         ("HOME", "/root".into()),
         ("LANG", "C.UTF-8".into()),
         ("PREFIX", recipe.prefix.clone()),
@@ -651,6 +656,7 @@ impl Builder {
             &self.docker,
             &run_image.reference,
             recipe,
+            &opts.requires,
             &self.run_id,
             opts.source_date_epoch,
         )
@@ -692,6 +698,7 @@ impl Builder {
                 &self.docker,
                 &run_image.reference,
                 recipe,
+                &opts.requires,
                 &self.run_id,
                 opts.source_date_epoch,
             )
@@ -770,7 +777,7 @@ impl Builder {
             })?;
         let mut spec = ContainerSpec::new(image.reference.clone());
         spec.labels = labels(recipe, &self.run_id, "build");
-        spec.env = container_env(recipe, self.jobs, opts.source_date_epoch);
+        spec.env = container_env(recipe, &opts.requires, self.jobs, opts.source_date_epoch);
         spec.working_dir = Some(SOURCE_DIR.to_string());
         spec.mounts = vec![BindMount::read_only(cache_sources, CACHE_MOUNT)];
         spec.network = recipe.build.network;

@@ -28,12 +28,13 @@ impl TestContainer {
         docker: &Docker,
         image: &str,
         recipe: &Recipe,
+        requires: &[Required],
         run_id: &str,
         source_date_epoch: u64,
     ) -> Result<Self, BuildError> {
         let mut spec = ContainerSpec::new(image.to_string());
         spec.labels = labels(recipe, run_id, "test");
-        spec.env = container_env(recipe, 1, source_date_epoch);
+        spec.env = container_env(recipe, requires, 1, source_date_epoch);
         spec.working_dir = Some(recipe.prefix.clone());
         spec.network = false;
         let container = docker.create_container(&spec).await?;

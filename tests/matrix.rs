@@ -46,8 +46,8 @@ fn a_catalogue_builds_in_order_then_skips_then_rebuilds_what_changed() {
     for v in ["1.0.0", "1.1.0", "1.2.0"] {
         version(&ws, &server, "mx-base", v, "");
     }
-    // Built against mx-base 1.2.0: its configure checks the dependency is in the prefix, its
-    // test runs the dependency too.
+    // Built against mx-base 1.2.0: its configure checks the dependency is at its own prefix, its
+    // test runs the dependency too (found through PATH).
     runtime_file(
         &ws,
         "mx-ext",
@@ -58,7 +58,7 @@ fn a_catalogue_builds_in_order_then_skips_then_rebuilds_what_changed() {
         &server,
         "mx-ext",
         "1.0.0",
-        "[build]\nrequires = [\"mx-base ^1.1\"]\nconfigure = [\"test -x {prefix}/bin/mx-base\", \"./configure --prefix={prefix}\"]\n",
+        "[build]\nrequires = [\"mx-base ^1.1\"]\nconfigure = [\"test -x /app/mx-base/bin/mx-base\", \"test ! -e {prefix}/bin/mx-base\", \"./configure --prefix={prefix}\"]\n",
     );
     let store = ws.dir.path().join("store");
     let store_arg = store.to_str().unwrap();
@@ -79,7 +79,7 @@ fn a_catalogue_builds_in_order_then_skips_then_rebuilds_what_changed() {
         !paths.iter().any(|p| p.contains("mx-base")),
         "the dependency is not in the dependent's artifact: {paths:?}"
     );
-    // The debug shell extracts what the runtime requires into the prefix, as a build does.
+    // The debug shell extracts what the runtime requires at its prefix, as a build does.
     let o = ws.run(&[
         "shell",
         "mx-ext",
