@@ -651,7 +651,11 @@ impl Builder {
                 recipe.runtime, recipe.version, self.run_id
             ),
         )?;
-        log.line(&format!("# test {} of {}", artifact.display(), job_name(recipe)));
+        log.line(&format!(
+            "# test {} of {}",
+            artifact.display(),
+            job_name(recipe)
+        ));
         let tester = crate::test::TestContainer::start(
             &self.docker,
             &run_image.reference,

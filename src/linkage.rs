@@ -113,9 +113,19 @@ fn parse_as<H: FileHeader<Endian = object::Endianness>>(
             if tag == elf::DT_NEEDED {
                 needed.push(value()?);
             } else if tag == elf::DT_RPATH {
-                rpath.extend(value()?.split(':').filter(|s| !s.is_empty()).map(String::from));
+                rpath.extend(
+                    value()?
+                        .split(':')
+                        .filter(|s| !s.is_empty())
+                        .map(String::from),
+                );
             } else if tag == elf::DT_RUNPATH {
-                runpath.extend(value()?.split(':').filter(|s| !s.is_empty()).map(String::from));
+                runpath.extend(
+                    value()?
+                        .split(':')
+                        .filter(|s| !s.is_empty())
+                        .map(String::from),
+                );
             } else if tag == elf::DT_SONAME {
                 soname = Some(value()?);
             }
@@ -655,7 +665,8 @@ mod tests {
             t.nodes.insert(o.path.clone(), Node::File(Some(i)));
         }
         for (from, to) in links {
-            t.nodes.insert(from.to_string(), Node::Symlink(to.to_string()));
+            t.nodes
+                .insert(from.to_string(), Node::Symlink(to.to_string()));
         }
         t.checked = objects.len();
         t.objects = objects;
@@ -685,7 +696,10 @@ mod tests {
 
     #[test]
     fn a_library_only_elsewhere_is_missing_and_can_be_allowed() {
-        let t = tree(vec![obj("/app/x/lib/m.so", &["libc.so.6", "libnsl.so.2"])], &[]);
+        let t = tree(
+            vec![obj("/app/x/lib/m.so", &["libc.so.6", "libnsl.so.2"])],
+            &[],
+        );
         let p = probe();
         let r = Resolver::new(&t, &p).check(&[]);
         assert_eq!(
@@ -704,7 +718,10 @@ mod tests {
         let t = tree(vec![exe], &[("/app/x/lib/libgone.so.1", "nowhere.so")]);
         let p = probe();
         let r = Resolver::new(&t, &p).check(&[]);
-        assert_eq!(r.missing["/app/x/bin/t"], vec!["libfoo.so.1", "libgone.so.1"]);
+        assert_eq!(
+            r.missing["/app/x/bin/t"],
+            vec!["libfoo.so.1", "libgone.so.1"]
+        );
     }
 
     #[test]
@@ -714,7 +731,10 @@ mod tests {
         exe.rpath = vec!["$ORIGIN/../lib".into()];
         let mut lib = obj("/app/x/lib/libruby.so.3.3.8", &["libc.so.6"]);
         lib.soname = Some("libruby.so.3.3".into());
-        let ext = obj("/app/x/lib/ruby/3.3.0/x86_64-linux/zlib.so", &["libruby.so.3.3"]);
+        let ext = obj(
+            "/app/x/lib/ruby/3.3.0/x86_64-linux/zlib.so",
+            &["libruby.so.3.3"],
+        );
         let t = tree(
             vec![exe, lib, ext],
             &[("/app/x/lib/libruby.so.3.3", "libruby.so.3.3.8")],

@@ -67,7 +67,14 @@ impl TestContainer {
             }
             upload_artifact(&container, artifact, &recipe.prefix).await?;
             linkage_gate(
-                &container, &self.image, recipe, requires, artifact, &job, log, reporter,
+                &container,
+                &self.image,
+                recipe,
+                requires,
+                artifact,
+                &job,
+                log,
+                reporter,
             )
             .await?;
             if let Some((command, exit_code, tail)) =
@@ -152,16 +159,28 @@ async fn linkage_gate(
         ),
     );
     for (file, libs) in &report.allowed {
-        say(log, format!("# linkage: allowed missing in {file}: {}", libs.join(", ")));
+        say(
+            log,
+            format!("# linkage: allowed missing in {file}: {}", libs.join(", ")),
+        );
     }
     for file in &report.foreign {
-        say(log, format!("# linkage: not checked (another machine): {file}"));
+        say(
+            log,
+            format!("# linkage: not checked (another machine): {file}"),
+        );
     }
     for (file, why) in &report.unreadable {
-        say(log, format!("# linkage: not checked (unreadable ELF: {why}): {file}"));
+        say(
+            log,
+            format!("# linkage: not checked (unreadable ELF: {why}): {file}"),
+        );
     }
     for (file, libs) in &report.missing {
-        say(log, format!("# linkage: {file} needs {}, not found", libs.join(", ")));
+        say(
+            log,
+            format!("# linkage: {file} needs {}, not found", libs.join(", ")),
+        );
     }
     log.flush()?;
     if report.passed() {

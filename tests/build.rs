@@ -506,7 +506,11 @@ fn the_linkage_gate_fails_a_binary_whose_library_only_the_build_image_has() {
     let text = std::fs::read_to_string(&recipe).unwrap();
     std::fs::write(
         &recipe,
-        text.replacen("[test]\n", "[test]\nallow_missing = [\"libextra.so.1\"]\n", 1),
+        text.replacen(
+            "[test]\n",
+            "[test]\nallow_missing = [\"libextra.so.1\"]\n",
+            1,
+        ),
     )
     .unwrap();
     let o = ws.run(&[
@@ -551,10 +555,17 @@ fn the_linkage_gate_passes_a_library_shipped_in_the_artifact() {
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("# linkage: 3 ELF files checked"), "{err}");
-    assert!(err.contains("hello, tester"), "the test commands ran: {err}");
+    assert!(
+        err.contains("hello, tester"),
+        "the test commands ran: {err}"
+    );
     assert!(containers_of(&docker, "fixture-gate-ok").is_empty());
     // A version the store does not hold is a usage error.
     let o = ws.run(&["test", "fixture-gate-ok", "1.0.0", "--store", "elsewhere"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("hint: build it first"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("hint: build it first"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -49,7 +49,11 @@ build = []
     let t = show(&ws, "mono", "3.2.8");
     assert_eq!(t["description"].as_str(), Some("Mono"));
     assert_eq!(t["stack"].as_str(), Some("heroku-24"));
-    assert_eq!(t["prefix"].as_str(), Some("/app/mono"), "a folder of its own");
+    assert_eq!(
+        t["prefix"].as_str(),
+        Some("/app/mono"),
+        "a folder of its own"
+    );
     assert_eq!(t["artifact"].as_str(), Some("mono-3.2.8-heroku-24.tar.gz"));
     let source = t["source"].as_table().unwrap();
     assert_eq!(
@@ -72,7 +76,10 @@ build = []
     );
     // `[]` skips a phase; a missing phase gets the default.
     assert_eq!(build["build"].as_array().unwrap().len(), 0);
-    assert_eq!(build["install"][1].as_str(), Some("strip /app/mono/bin/mono"));
+    assert_eq!(
+        build["install"][1].as_str(),
+        Some("strip /app/mono/bin/mono")
+    );
     assert_eq!(build["network"].as_bool(), Some(false));
     assert_eq!(
         t["test"]["commands"][0].as_str(),
@@ -288,7 +295,13 @@ fn errors_name_the_file_and_the_line() {
         "absolute path",
     );
     // The root of the file system, the root of the app, and a folder outside it.
-    assert_bad(None, &format!("prefix = \"/\"\n{src}"), "1.0.0.toml", 1, "whole file system");
+    assert_bad(
+        None,
+        &format!("prefix = \"/\"\n{src}"),
+        "1.0.0.toml",
+        1,
+        "whole file system",
+    );
     assert_bad(
         None,
         &format!("prefix = \"/app\"\n{src}"),
@@ -331,7 +344,11 @@ fn a_prefix_outside_app_needs_an_explicit_opt_in() {
     std::fs::write(&file, format!("prefix = \"/opt/demo\"\n{text}")).unwrap();
     let o = ws.run(&["show", "demo", "1.0.0"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("prefix_outside_app = true"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("prefix_outside_app = true"),
+        "{}",
+        stderr(&o)
+    );
     std::fs::write(
         &file,
         format!("prefix = \"/opt/demo/\"\nprefix_outside_app = true\n{text}"),

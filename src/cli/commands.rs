@@ -55,7 +55,17 @@ pub async fn run(cli: &Cli) -> Result<u8, Error> {
             version,
             artifact,
             store,
-        } => test_again(cli, ui.clone(), runtime, version, artifact.as_deref(), store).await,
+        } => {
+            test_again(
+                cli,
+                ui.clone(),
+                runtime,
+                version,
+                artifact.as_deref(),
+                store,
+            )
+            .await
+        }
         Command::List { runtime, json } => list(&g.recipes, runtime.as_deref(), *json),
         Command::Show { runtime, version } => {
             let catalogue = Catalogue::open(&g.recipes)?;
@@ -1371,7 +1381,11 @@ async fn test_again(
     let artifact = match artifact {
         Some(a) => a.to_path_buf(),
         None => {
-            if store.lookup(&recipe.stack, &recipe.artifact).await?.is_none() {
+            if store
+                .lookup(&recipe.stack, &recipe.artifact)
+                .await?
+                .is_none()
+            {
                 return Err(Error::Usage {
                     message: format!(
                         "{} does not hold {}/{}",
@@ -1385,7 +1399,9 @@ async fn test_again(
                 });
             }
             let path = dir.path().join(&recipe.artifact);
-            store.download(&recipe.stack, &recipe.artifact, &path).await?;
+            store
+                .download(&recipe.stack, &recipe.artifact, &path)
+                .await?;
             path
         }
     };
