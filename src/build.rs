@@ -606,6 +606,20 @@ impl Builder {
         self.cache_dir().join("logs")
     }
 
+    /// A new log in the logs folder: `<runtime>-<version><kind>-<time>-<run>.log`.
+    fn new_log(&self, recipe: &Recipe, kind: &str) -> Result<BuildLog, BuildError> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        BuildLog::create(
+            &self.logs_dir(),
+            &format!(
+                "{}-{}{kind}-{stamp}-{}",
+                recipe.runtime, recipe.version, self.run_id
+            ),
+        )
+    }
+
     /// Makes sure of the recipe's stack images (built or imported once, then reused): the
     /// build image, and the run image when `with_run`.
     async fn stack_images(
@@ -641,16 +655,7 @@ impl Builder {
     ) -> Result<PathBuf, BuildError> {
         let (_, run_image) = self.stack_images(recipe, true).await?;
         let run_image = run_image.expect("asked for the run image");
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let mut log = BuildLog::create(
-            &self.logs_dir(),
-            &format!(
-                "{}-{}-test-{stamp}-{}",
-                recipe.runtime, recipe.version, self.run_id
-            ),
-        )?;
+        let mut log = self.new_log(recipe, "-test")?;
         log.line(&format!(
             "# test {} of {}",
             artifact.display(),
@@ -759,16 +764,7 @@ impl Builder {
         }
         reporter.step_finished(&job, "fetch", started.elapsed());
 
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let mut log = BuildLog::create(
-            &self.logs_dir(),
-            &format!(
-                "{}-{}-{stamp}-{}",
-                recipe.runtime, recipe.version, self.run_id
-            ),
-        )?;
+        let mut log = self.new_log(recipe, "")?;
         log.line(&format!(
             "# {job} on stack {} ({})",
             recipe.stack, image.reference
