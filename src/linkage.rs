@@ -68,8 +68,9 @@ impl ElfObject {
         self.path.rsplit_once('/').map_or("/", |(d, _)| d)
     }
 
-    /// Reads an ELF file; `Ok(None)` when `data` is not ELF at all, `Err` when it starts like
-    /// one but cannot be read.
+    /// Reads an ELF file; `Ok(None)` when `data` is not ELF at all or not something the loader
+    /// loads (an object file `.o`, a core dump), `Err` when it starts like one but cannot be
+    /// read.
     pub fn parse(path: &str, data: &[u8]) -> Result<Option<ElfObject>, String> {
         if !data.starts_with(&elf::ELFMAG) {
             return Ok(None);
@@ -83,16 +84,20 @@ impl ElfObject {
             }
             _ => return Err("unknown ELF class".into()),
         };
-        parsed.map(Some).map_err(|e| e.to_string())
+        parsed.map_err(|e| e.to_string())
     }
 }
 
 fn parse_as<H: FileHeader<Endian = object::Endianness>>(
     path: &str,
     data: &[u8],
-) -> object::read::Result<ElfObject> {
+) -> object::read::Result<Option<ElfObject>> {
     let header = H::parse(data)?;
     let endian = header.endian()?;
+    let kind = header.e_type(endian);
+    if kind != elf::ET_EXEC && kind != elf::ET_DYN {
+        return Ok(None);
+    }
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let mut interpreter = None;
     for ph in header.program_headers(endian, data)? {
@@ -131,7 +136,7 @@ fn parse_as<H: FileHeader<Endian = object::Endianness>>(
             }
         }
     }
-    Ok(ElfObject {
+    Ok(Some(ElfObject {
         path: path.to_string(),
         is_64: header.is_type_64(),
         machine: header.e_machine(endian).0,
@@ -140,7 +145,7 @@ fn parse_as<H: FileHeader<Endian = object::Endianness>>(
         rpath,
         runpath,
         soname,
-    })
+    }))
 }
 
 #[derive(Debug, Clone)]
@@ -758,6 +763,26 @@ mod tests {
         assert_eq!(r.missing["/app/x/bin/t"], vec!["/lib/ld-musl-x86_64.so.1"]);
         assert_eq!(r.foreign, vec!["/app/x/lib/arm.so"]);
         assert_eq!(r.checked, 1);
+    }
+
+    #[test]
+    fn a_real_program_is_read_and_an_object_file_is_not_checked() {
+        let exe = std::env::current_exe().unwrap();
+        let data = std::fs::read(&exe).unwrap();
+        let o = ElfObject::parse("/x/test", &data).unwrap().unwrap();
+        assert!(o.is_program(), "{o:?}");
+        assert!(o.needed.iter().any(|n| n.starts_with("libc.so")), "{o:?}");
+        // An ELF64 header of type ET_REL (an object file): not loaded, so not checked.
+        let mut rel = vec![0u8; 64];
+        rel[..4].copy_from_slice(&elf::ELFMAG);
+        rel[4] = elf::ELFCLASS64.0;
+        rel[5] = elf::ELFDATA2LSB.0;
+        rel[6] = 1;
+        rel[16] = 1;
+        rel[18] = 62;
+        rel[20] = 1;
+        rel[52] = 64;
+        assert_eq!(ElfObject::parse("/x/a.o", &rel), Ok(None));
     }
 
     #[test]
