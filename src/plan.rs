@@ -52,6 +52,18 @@ pub enum PlanError {
         /// What is missing.
         problem: String,
     },
+    /// A recipe needs packages its stack's build image does not install.
+    #[error("{}: {runtime} needs {} in the build image, which stack `{stack}` does not install", file.display(), missing.join(", "))]
+    MissingStackPackages {
+        /// The recipe's version file.
+        file: std::path::PathBuf,
+        /// `runtime version`.
+        runtime: String,
+        /// The stack.
+        stack: String,
+        /// The packages it lacks.
+        missing: Vec<String>,
+    },
     /// Runtimes require each other in a circle.
     #[error("dependency cycle: {0}")]
     Cycle(String),
@@ -71,6 +83,9 @@ impl PlanError {
                 Some("add the required version's recipe, or change `requires`".into())
             }
             PlanError::Cycle(_) => Some("remove one of the `requires` in the circle".into()),
+            PlanError::MissingStackPackages { stack, .. } => Some(format!(
+                "add them to `[bootstrap] packages` of recipes/stacks/{stack}/stack.toml, or build on a stack that has them (`stack = \"…\"`)"
+            )),
         }
     }
 }
@@ -278,18 +293,17 @@ pub async fn plan(
     )?;
 
     // 4. Keys, in that order (a key includes its dependencies' keys).
-    let mut stack_hashes: BTreeMap<String, String> = BTreeMap::new();
+    let mut stacks: BTreeMap<String, stack::Stack> = BTreeMap::new();
     let mut keys: Vec<String> = vec![String::new(); nodes.len()];
     for &i in &order {
         let n = &nodes[i];
-        let stack_hash = match stack_hashes.get(&n.recipe.stack) {
-            Some(h) => h.clone(),
-            None => {
-                let h = stack::load(recipes_dir, &n.recipe.stack)?.hash;
-                stack_hashes.insert(n.recipe.stack.clone(), h.clone());
-                h
-            }
-        };
+        if !stacks.contains_key(&n.recipe.stack) {
+            let loaded = stack::load(recipes_dir, &n.recipe.stack)?;
+            stacks.insert(n.recipe.stack.clone(), loaded);
+        }
+        let stack = &stacks[&n.recipe.stack];
+        check_stack_packages(&n.recipe, stack)?;
+        let stack_hash = stack.hash.clone();
         let dep_keys: Vec<String> = deps[i].iter().map(|&d| keys[d].clone()).collect();
         keys[i] = build_key(&n.canon, &stack_hash, opts.source_date_epoch, &dep_keys);
     }
@@ -482,4 +496,32 @@ fn resolve_requirement(
                     .join(", ")
             ),
         })
+}
+
+/// Fails when `recipe` names `stack_packages` that its stack's bootstrapped build image does not
+/// install (or has patches and no `patch`). A stack from a Dockerfile or a prebuilt image cannot be checked ahead and passes.
+fn check_stack_packages(recipe: &Recipe, stack: &stack::Stack) -> Result<(), PlanError> {
+    let Some(bootstrap) = &stack.manifest.bootstrap else {
+        return Ok(());
+    };
+    // Patch resources are applied with `patch`.
+    let patches = recipe.resources.iter().any(|r| r.patch.is_some());
+    let missing: Vec<String> = recipe
+        .build
+        .stack_packages
+        .iter()
+        .map(String::as_str)
+        .chain(patches.then_some("patch"))
+        .filter(|p| !bootstrap.packages.iter().any(|have| have == p))
+        .map(String::from)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(PlanError::MissingStackPackages {
+        file: recipe.files.last().cloned().unwrap_or_default(),
+        runtime: format!("{} {}", recipe.runtime, recipe.version),
+        stack: stack.name.clone(),
+        missing,
+    })
 }

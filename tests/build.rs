@@ -569,3 +569,65 @@ fn the_linkage_gate_passes_a_library_shipped_in_the_artifact() {
         stderr(&o)
     );
 }
+
+/// A patch for the fixture's greet.c: "hello" becomes `word`.
+fn greet_patch(word: &str) -> Vec<u8> {
+    format!(
+        "--- a/greet.c\n+++ b/greet.c\n@@ -1,3 +1,3 @@\n #include <stdio.h>\n #include \"greet.h\"\n-void greet(const char *who) {{ printf(\"hello, %s\\n\", who); }}\n+void greet(const char *who) {{ printf(\"{word}, %s\\n\", who); }}\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn patch_resources_apply_before_configure_and_a_bad_one_names_its_file() {
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    fixture(&ws, &server, "fixture-patch", "");
+    let good = greet_patch("howdy");
+    let good_sum = sha256_hex(&good);
+    let good_url = server.route("/patches/howdy.patch", Route::Body(good));
+    // A patch made against other sources: its context does not match.
+    let bad = String::from_utf8(greet_patch("howdy")).unwrap().replace(
+        "-void greet(const char *who) {",
+        "-void greet(char *whom) {",
+    );
+    let bad = bad.into_bytes();
+    let bad_sum = sha256_hex(&bad);
+    let bad_url = server.route("/patches/stale.patch", Route::Body(bad));
+    let recipe = ws.recipes().join("fixture-patch/1.0.0.toml");
+    let text = std::fs::read_to_string(&recipe)
+        .unwrap()
+        .replace("grep -x 'hello, tester'", "grep -x 'howdy, tester'");
+    std::fs::write(
+        &recipe,
+        format!(
+            "{text}\n[[resources]]\nurl = \"{good_url}\"\nsha256 = \"{good_sum}\"\ndest = \"patches/howdy.patch\"\npatch = 1\n"
+        ),
+    )
+    .unwrap();
+    let o = ws.run(&["show", "fixture-patch", "1.0.0"]);
+    assert!(
+        stdout(&o).contains("patch -p1 --forward --batch --input=patches/howdy.patch"),
+        "show says what configure runs: {}",
+        stdout(&o)
+    );
+    let o = ws.run(&["build", "fixture-patch", "1.0.0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    std::fs::write(
+        &recipe,
+        format!(
+            "{text}\n[[resources]]\nurl = \"{bad_url}\"\nsha256 = \"{bad_sum}\"\ndest = \"patches/stale.patch\"\npatch = 1\n"
+        ),
+    )
+    .unwrap();
+    let o = ws.run(&["build", "fixture-patch", "1.0.0", "--force"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("configure of fixture-patch 1.0.0 failed: `patch -p1 --forward --batch --input=patches/stale.patch` exited with code 1"),
+        "{err}"
+    );
+    assert!(containers_of(&docker, "fixture-patch").is_empty());
+}

@@ -304,3 +304,36 @@ fn plan_output_snapshots() {
     let o = ws.run(&["plan", "--all", "--store", store]);
     insta::assert_snapshot!("plan_table", stdout(&o));
 }
+
+#[test]
+fn packages_a_recipe_needs_in_the_stack_are_checked_when_planning() {
+    let ws = catalogue();
+    ws.write(
+        "old/runtime.toml",
+        &format!(
+            "stack = \"mini\"\n[source]\nurl = \"https://example.invalid/old.tar.gz\"\nsha256 = \"{SUM}\"\n[build]\nstack_packages = [\"gcc\", \"mono-devel\"]\n"
+        ),
+    );
+    ws.write("old/1.0.0.toml", "");
+    let o = ws.run(&["plan", "old"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "old 1.0.0 needs mono-devel in the build image, which stack `mini` does not install"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("old/1.0.0.toml"), "names the recipe: {err}");
+    assert!(
+        err.contains("hint: add them to `[bootstrap] packages` of recipes/stacks/mini/stack.toml"),
+        "{err}"
+    );
+    // What the stack has passes.
+    ws.write(
+        "old/1.0.0.toml",
+        "[build]\nstack_packages = [\"gcc\", \"make\"]\n",
+    );
+    let o = ws.run(&["plan", "old"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -206,6 +206,7 @@ struct ResourceLayer {
     #[serde(default)]
     unpack: bool,
     strip_components: Option<u32>,
+    patch: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,6 +219,7 @@ struct BuildLayer {
     requires: Option<Vec<Spanned<String>>>,
     network: Option<bool>,
     include_requires: Option<bool>,
+    stack_packages: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -374,6 +376,8 @@ pub struct Resource {
     pub dest: String,
     /// Whether it is an archive to unpack at `dest`.
     pub unpack: bool,
+    /// A patch, applied with `patch -pN` at the start of `configure` (N is the value).
+    pub patch: Option<u32>,
     /// Leading path components to drop when unpacking.
     pub strip_components: u32,
 }
@@ -396,6 +400,9 @@ pub struct Build {
     /// Whether the artifact keeps the files of the runtimes it was built against (by default
     /// it holds only what its own install added or changed).
     pub include_requires: bool,
+    /// Debian packages the build needs in the stack's build image (a bootstrap compiler such
+    /// as `mono-devel`): planning fails, naming the stack, when the stack does not install them.
+    pub stack_packages: Vec<String>,
 }
 
 /// How to test the installed artifact.
@@ -522,7 +529,13 @@ fn check_layer_templates(file: &SourceFile, layer: &Layer) -> Result<(), RecipeE
     }
     if let Some(b) = &layer.build {
         all.extend(b.env.iter().flat_map(|e| e.values()));
-        for list in [&b.configure, &b.build, &b.install, &b.requires] {
+        for list in [
+            &b.configure,
+            &b.build,
+            &b.install,
+            &b.requires,
+            &b.stack_packages,
+        ] {
             all.extend(list.iter().flatten());
         }
     }
@@ -687,6 +700,12 @@ pub fn load(
                 res_file.line_of(url_span.start)
             ));
         }
+        if r.patch.is_some() && r.unpack {
+            return Err(res_file.error(
+                url_span,
+                "a resource is either a patch (`patch`) or an archive (`unpack`), not both",
+            ));
+        }
         let url = t.one(res_file, &r.url)?;
         let dest = match &r.dest {
             Some(d) => t.one(res_file, d)?,
@@ -709,6 +728,7 @@ pub fn load(
             checksum,
             dest,
             unpack: r.unpack,
+            patch: r.patch,
             strip_components: r.strip_components.unwrap_or(if r.unpack { 1 } else { 0 }),
         });
     }
@@ -750,14 +770,29 @@ pub fn load(
             requires.push(req);
         }
     }
+    // Patches are applied first, in order, as the configure phase's first commands: a patch
+    // that does not apply fails `configure`, naming its file.
+    let mut configure_cmds: Vec<String> = resources
+        .iter()
+        .filter_map(|r| {
+            r.patch
+                .map(|n| format!("patch -p{n} --forward --batch --input={}", r.dest))
+        })
+        .collect();
+    configure_cmds.extend(t.list(configure.as_ref(), &["./configure --prefix={prefix}"])?);
+    let packages = merge_opt_list(
+        list_at(over_f, ob.stack_packages),
+        list_at(base_f, bb.stack_packages),
+    );
     let build = Build {
         env: env_values,
-        configure: t.list(configure.as_ref(), &["./configure --prefix={prefix}"])?,
+        configure: configure_cmds,
         build: t.list(build_cmds.as_ref(), &["make -j{jobs}"])?,
         install: t.list(install.as_ref(), &["make install"])?,
         requires,
         network: ob.network.or(bb.network).unwrap_or(false),
         include_requires: ob.include_requires.or(bb.include_requires).unwrap_or(false),
+        stack_packages: t.list(packages.as_ref(), &[])?,
     };
 
     // [test]
@@ -872,6 +907,8 @@ struct ShowResource<'a> {
     checksum: BTreeMap<&'static str, &'a str>,
     dest: &'a str,
     unpack: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<u32>,
     strip_components: u32,
 }
 
@@ -882,6 +919,8 @@ struct ShowBuild<'a> {
     install: &'a [String],
     requires: Vec<&'a str>,
     include_requires: bool,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stack_packages: &'a [String],
     network: bool,
     env: &'a BTreeMap<String, String>,
 }
@@ -925,6 +964,7 @@ impl Recipe {
                     checksum: checksum_map(&r.checksum),
                     dest: &r.dest,
                     unpack: r.unpack,
+                    patch: r.patch,
                     strip_components: r.strip_components,
                 })
                 .collect(),
@@ -939,6 +979,7 @@ impl Recipe {
                     .map(|r| r.text.as_str())
                     .collect(),
                 include_requires: self.build.include_requires,
+                stack_packages: &self.build.stack_packages,
                 network: self.build.network,
                 env: &self.build.env,
             },
