@@ -281,10 +281,15 @@ fn status_after_a_build_and_unreferenced_stack_images() {
         text.contains(&format!("would remove image {tag}")),
         "{text}"
     );
+    // The image the mini stack refers to now is never a candidate (older mini images, made
+    // before the stack changed, may be).
+    let list = stdout(&ws.run(&["stack", "list"]));
+    let current = list
+        .split_whitespace()
+        .find(|w| w.starts_with("packager-stack-mini:build-"))
+        .unwrap_or_else(|| panic!("the mini stack's tag in {list}"));
     assert!(
-        !text
-            .lines()
-            .any(|l| l.contains("image packager-stack-mini:") && !l.contains(tag)),
+        !text.contains(&format!("would remove image {current} ")),
         "{text}"
     );
 }

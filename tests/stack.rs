@@ -646,7 +646,7 @@ fn shipped_stacks_load_and_unknown_names_list_them() {
     let recipes = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
     let stacks = stack::load_all(&recipes).expect("shipped stacks load");
     let names: Vec<&str> = stacks.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["bookworm", "heroku-24"]);
+    assert_eq!(names, ["bookworm", "bookworm-mono", "heroku-24"]);
 
     let bookworm = &stacks[0];
     assert_eq!(
@@ -657,7 +657,7 @@ fn shipped_stacks_load_and_unknown_names_list_them() {
         bookworm.image_reference(Role::Run),
         format!("packager-stack-bookworm:run-{}", &bookworm.hash[..12])
     );
-    let heroku = &stacks[1];
+    let heroku = &stacks[2];
     assert_eq!(
         heroku.image_reference(Role::Build),
         "heroku/heroku:24-build"
@@ -667,7 +667,7 @@ fn shipped_stacks_load_and_unknown_names_list_them() {
     let err = stack::load(&recipes, "bullseye").expect_err("unknown");
     assert_eq!(
         err.to_string(),
-        "unknown stack `bullseye` (known stacks: bookworm, heroku-24)"
+        "unknown stack `bullseye` (known stacks: bookworm, bookworm-mono, heroku-24)"
     );
     assert!(err.hint().unwrap().contains("bookworm"));
 }
