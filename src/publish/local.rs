@@ -93,15 +93,44 @@ impl LocalStore {
         let mut src = fs_err::File::open(&a.path).map_err(Self::io(&a.path))?;
         std::io::copy(&mut src, &mut tmp.as_file()).map_err(Self::io(tmp.path()))?;
         tmp.as_file().sync_all().map_err(Self::io(tmp.path()))?;
-        tmp.persist(&target).map_err(|e| PublishError::Io {
-            path: target.clone(),
-            source: e.error,
-        })?;
+        if outcome == Outcome::Replaced {
+            tmp.persist(&target).map_err(|e| PublishError::Io {
+                path: target.clone(),
+                source: e.error,
+            })?;
+        } else if !place_new(tmp, &target)? {
+            // Someone wrote the name without the store's lock (another host on a shared
+            // folder, a copy by hand) since we looked: never replace it, judge it as it is.
+            let (existing, _) = hash_file(Algo::Sha256, &target).map_err(Self::io(&target))?;
+            let done = super::decide_existing(existing, a, false, || location.clone())?
+                .expect("without force, different bytes are a conflict");
+            self.write_sidecar(&dir, a)?;
+            return Ok(Published {
+                location,
+                outcome: done,
+            });
+        }
         self.write_sidecar(&dir, a)?;
         drop(lock);
         Ok(Published { location, outcome })
     }
+}
 
+/// Moves `tmp` to `target` only if nothing is there: the final step itself refuses to replace
+/// (a hard link or `renameat2(RENAME_NOREPLACE)`, whichever the file system offers), so the
+/// file lock is not the only guard. `Ok(false)` when `target` exists; `tmp` is then removed.
+fn place_new(tmp: tempfile::NamedTempFile, target: &Path) -> Result<bool, PublishError> {
+    match tmp.persist_noclobber(target) {
+        Ok(_) => Ok(true),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(PublishError::Io {
+            path: target.to_path_buf(),
+            source: e.error,
+        }),
+    }
+}
+
+impl LocalStore {
     fn write_sidecar(&self, dir: &Path, a: &Artifact) -> Result<(), PublishError> {
         let sidecar = dir.join(format!("{}.sha256", a.name));
         let text = format!("{}  {}\n", a.sha256, a.name);
@@ -318,6 +347,60 @@ mod tests {
             size,
             metadata: [("recipe-digest".to_string(), "abc".to_string())].into(),
         }
+    }
+
+    #[test]
+    fn the_final_step_never_replaces_an_existing_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("a.tar.gz");
+        std::fs::write(&target, b"theirs").unwrap();
+        let mut ours = tempfile::NamedTempFile::new_in(tmp.path()).unwrap();
+        std::io::Write::write_all(&mut ours, b"ours").unwrap();
+        assert!(!place_new(ours, &target).unwrap(), "refused");
+        assert_eq!(std::fs::read(&target).unwrap(), b"theirs");
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "no temp left"
+        );
+        let other = tmp.path().join("b.tar.gz");
+        let mut ours = tempfile::NamedTempFile::new_in(tmp.path()).unwrap();
+        std::io::Write::write_all(&mut ours, b"ours").unwrap();
+        assert!(place_new(ours, &other).unwrap());
+        assert_eq!(std::fs::read(&other).unwrap(), b"ours");
+    }
+
+    #[test]
+    fn two_publishers_of_different_bytes_under_one_name_one_wins() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("dist");
+        let handles: Vec<_> = [&b"first"[..], &b"second!"[..]]
+            .into_iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                let dir = tmp.path().join(format!("src{i}"));
+                std::fs::create_dir_all(&dir).unwrap();
+                let a = artifact(&dir, bytes);
+                let store = LocalStore::from_url(root.to_str().unwrap()).unwrap();
+                std::thread::spawn(move || (a.sha256.clone(), store.publish_blocking(&a, false)))
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let won: Vec<&String> = results
+            .iter()
+            .filter(|(_, r)| matches!(r, Ok(p) if p.outcome == Outcome::Published))
+            .map(|(sha, _)| sha)
+            .collect();
+        assert_eq!(won.len(), 1, "{results:?}");
+        assert!(
+            results
+                .iter()
+                .any(|(_, r)| matches!(r, Err(PublishError::Conflict { .. }))),
+            "{results:?}"
+        );
+        let (stored, _) =
+            hash_file(Algo::Sha256, &root.join("bookworm/demo-1.0.0.tar.gz")).unwrap();
+        assert_eq!(&stored, won[0], "the winner's bytes");
     }
 
     #[tokio::test]
