@@ -118,19 +118,9 @@ fn parse_as<H: FileHeader<Endian = object::Endianness>>(
             if tag == elf::DT_NEEDED {
                 needed.push(value()?);
             } else if tag == elf::DT_RPATH {
-                rpath.extend(
-                    value()?
-                        .split(':')
-                        .filter(|s| !s.is_empty())
-                        .map(String::from),
-                );
+                rpath.extend(search_path(&value()?));
             } else if tag == elf::DT_RUNPATH {
-                runpath.extend(
-                    value()?
-                        .split(':')
-                        .filter(|s| !s.is_empty())
-                        .map(String::from),
-                );
+                runpath.extend(search_path(&value()?));
             } else if tag == elf::DT_SONAME {
                 soname = Some(value()?);
             }
@@ -146,6 +136,30 @@ fn parse_as<H: FileHeader<Endian = object::Endianness>>(
         runpath,
         soname,
     }))
+}
+
+/// The folders of a colon-separated `RPATH`/`RUNPATH`.
+fn search_path(value: &str) -> impl Iterator<Item = String> + '_ {
+    value.split(':').filter(|s| !s.is_empty()).map(String::from)
+}
+
+/// The machines the gate knows: `uname -m`, ELF `e_machine`, Debian's multiarch folder.
+const MACHINES: &[(&str, u16, &str)] = &[
+    ("x86_64", elf::EM_X86_64.0, "x86_64-linux-gnu"),
+    ("aarch64", elf::EM_AARCH64.0, "aarch64-linux-gnu"),
+    ("i686", elf::EM_386.0, "i386-linux-gnu"),
+    ("armv7l", elf::EM_ARM.0, "arm-linux-gnueabihf"),
+    ("s390x", elf::EM_S390.0, "s390x-linux-gnu"),
+    ("ppc64le", elf::EM_PPC64.0, "powerpc64le-linux-gnu"),
+    ("riscv64", elf::EM_RISCV.0, "riscv64-linux-gnu"),
+];
+
+/// The loader's default folders for a multiarch triplet.
+fn trusted_dirs(triplet: &str) -> Vec<String> {
+    TRUSTED_DIRS
+        .iter()
+        .map(|d| d.replace("{triplet}", triplet))
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -371,21 +385,21 @@ impl Probe {
 
     /// The machine's GNU triplet folder (`x86_64-linux-gnu`).
     fn triplet(&self) -> String {
-        format!("{}-linux-gnu", self.machine)
+        MACHINES
+            .iter()
+            .find(|(uname, _, _)| *uname == self.machine)
+            .map_or_else(
+                || format!("{}-linux-gnu", self.machine),
+                |m| m.2.to_string(),
+            )
     }
 
     /// The `e_machine` of the run image's own programs, when the gate knows the machine.
     pub fn elf_machine(&self) -> Option<u16> {
-        match self.machine.as_str() {
-            "x86_64" => Some(elf::EM_X86_64.0),
-            "aarch64" => Some(elf::EM_AARCH64.0),
-            "i686" | "i386" => Some(elf::EM_386.0),
-            "armv7l" => Some(elf::EM_ARM.0),
-            "s390x" => Some(elf::EM_S390.0),
-            "ppc64le" => Some(elf::EM_PPC64.0),
-            "riscv64" => Some(elf::EM_RISCV.0),
-            _ => None,
-        }
+        MACHINES
+            .iter()
+            .find(|(uname, _, _)| *uname == self.machine)
+            .map(|m| m.1)
     }
 
     /// Whether a loader-cache entry's flags fit an object (`libc6,x86-64` for 64-bit x86…).
@@ -476,7 +490,7 @@ impl<'a> Resolver<'a> {
 
     /// The folders searched for `o`'s needs before the cache, with `program` the executable
     /// of the process (whose `RPATH` applies to libraries without a `RUNPATH`).
-    fn search_dirs(&self, o: &ElfObject, program: Option<&ElfObject>) -> Vec<String> {
+    fn search_dirs(o: &ElfObject, program: Option<&ElfObject>) -> Vec<String> {
         let mut dirs = Vec::new();
         if o.runpath.is_empty() {
             dirs.extend(o.rpath.iter().filter_map(|d| Self::expand(d, o)));
@@ -488,14 +502,6 @@ impl<'a> Resolver<'a> {
         dirs
     }
 
-    fn trusted_dirs(&self) -> Vec<String> {
-        let t = self.probe.triplet();
-        TRUSTED_DIRS
-            .iter()
-            .map(|d| d.replace("{triplet}", &t))
-            .collect()
-    }
-
     fn find(&self, o: &ElfObject, name: &str, program: Option<&ElfObject>) -> Option<Found> {
         if name.contains('/') {
             let path = if name.starts_with('/') {
@@ -505,7 +511,7 @@ impl<'a> Resolver<'a> {
             };
             return self.at(&path, o);
         }
-        for dir in self.search_dirs(o, program) {
+        for dir in Self::search_dirs(o, program) {
             if let Some(f) = self.at(&join(&dir, name), o) {
                 return Some(f);
             }
@@ -516,7 +522,7 @@ impl<'a> Resolver<'a> {
                 return Some(self.at(path, o).unwrap_or(Found::Image));
             }
         }
-        self.trusted_dirs()
+        trusted_dirs(&self.probe.triplet())
             .iter()
             .find_map(|d| self.at(&join(d, name), o))
     }
@@ -524,36 +530,27 @@ impl<'a> Resolver<'a> {
     /// Every path outside the tree the gate may need to know about: interpreters, and each
     /// needed library in each folder searched for it. The probe checks them in the image.
     pub fn candidates(tree: &Tree) -> BTreeSet<String> {
-        let empty = Probe {
-            machine: "x86_64".into(),
-            ..Probe::default()
-        };
         let mut out = BTreeSet::new();
-        for machine in ["x86_64", "aarch64"] {
-            let probe = Probe {
-                machine: machine.into(),
-                ..empty.clone()
-            };
-            let r = Resolver::new(tree, &probe);
-            let programs: Vec<&ElfObject> =
-                tree.objects.iter().filter(|o| o.is_program()).collect();
-            for o in &tree.objects {
-                if let Some(i) = &o.interpreter {
-                    out.insert(tree.real_path(i));
+        let programs: Vec<&ElfObject> = tree.objects.iter().filter(|o| o.is_program()).collect();
+        for o in &tree.objects {
+            if let Some(i) = &o.interpreter {
+                out.insert(tree.real_path(i));
+            }
+            let mut dirs: Vec<String> = Self::search_dirs(o, None);
+            for p in &programs {
+                dirs.extend(Self::search_dirs(o, Some(p)));
+            }
+            // The default folders of the object's own machine.
+            if let Some((_, _, triplet)) = MACHINES.iter().find(|m| m.1 == o.machine) {
+                dirs.extend(trusted_dirs(triplet));
+            }
+            for name in &o.needed {
+                if name.contains('/') {
+                    out.insert(tree.real_path(&join(o.origin(), name)));
+                    continue;
                 }
-                let mut dirs: Vec<String> = r.search_dirs(o, None);
-                for p in &programs {
-                    dirs.extend(r.search_dirs(o, Some(p)));
-                }
-                dirs.extend(r.trusted_dirs());
-                for name in &o.needed {
-                    if name.contains('/') {
-                        out.insert(tree.real_path(&join(o.origin(), name)));
-                        continue;
-                    }
-                    for d in &dirs {
-                        out.insert(tree.real_path(&join(d, name)));
-                    }
+                for d in &dirs {
+                    out.insert(tree.real_path(&join(d, name)));
                 }
             }
         }
