@@ -204,6 +204,20 @@ fn format_from_magic(head: &[u8]) -> Option<ArchiveFormat> {
     }
 }
 
+/// The numeric owner written into every entry of a re-packed stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    /// User id.
+    pub uid: u64,
+    /// Group id.
+    pub gid: u64,
+}
+
+impl Owner {
+    /// `0:0`.
+    pub const ROOT: Owner = Owner { uid: 0, gid: 0 };
+}
+
 /// Re-packs the source archive at `archive` into a sanitised tar stream written to `out`.
 ///
 /// `strip_components` leading components are removed from every entry path, then `dest` (a
@@ -213,6 +227,17 @@ pub fn repack_archive<W: Write>(
     archive: &Path,
     strip_components: u32,
     dest: &Path,
+    out: W,
+) -> Result<RepackSummary, ArchiveError> {
+    repack_archive_as(archive, strip_components, dest, Owner::ROOT, out)
+}
+
+/// [`repack_archive`], every entry owned by `owner` (the user a build runs as).
+pub fn repack_archive_as<W: Write>(
+    archive: &Path,
+    strip_components: u32,
+    dest: &Path,
+    owner: Owner,
     out: W,
 ) -> Result<RepackSummary, ArchiveError> {
     let dest_components = destination_components(dest, true)?;
@@ -237,7 +262,7 @@ pub fn repack_archive<W: Write>(
         ArchiveFormat::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(file)),
     };
 
-    let mut repacker = Repacker::new(archive, out);
+    let mut repacker = Repacker::new(archive, out, owner);
     let result = repacker
         .write_destination_dirs(&dest_components)
         .and_then(|()| repacker.copy_entries(reader, strip_components, &dest_components));
@@ -250,6 +275,16 @@ pub fn repack_archive<W: Write>(
 pub fn repack_file<W: Write>(
     file: &Path,
     dest: &Path,
+    out: W,
+) -> Result<RepackSummary, ArchiveError> {
+    repack_file_as(file, dest, Owner::ROOT, out)
+}
+
+/// [`repack_file`], the entries owned by `owner`.
+pub fn repack_file_as<W: Write>(
+    file: &Path,
+    dest: &Path,
+    owner: Owner,
     out: W,
 ) -> Result<RepackSummary, ArchiveError> {
     let dest_components = destination_components(dest, false)?;
@@ -266,13 +301,13 @@ pub fn repack_file<W: Write>(
         )));
     }
     let (dirs, _) = dest_components.split_at(dest_components.len() - 1);
-    let mut repacker = Repacker::new(file, out);
+    let mut repacker = Repacker::new(file, out, owner);
     let result = repacker.write_destination_dirs(dirs).and_then(|()| {
         let mut header = Header::new_gnu();
         header.set_entry_type(EntryType::Regular);
         header.set_mode(metadata.permissions().mode() & 0o777);
-        header.set_uid(0);
-        header.set_gid(0);
+        header.set_uid(owner.uid);
+        header.set_gid(owner.gid);
         header.set_mtime(mtime_of(&metadata));
         header.set_size(metadata.len());
         let path = join(&dest_components);
@@ -362,12 +397,14 @@ struct Repacker<'a, W: Write> {
     source: &'a Path,
     builder: tar::Builder<GuardedWriter<W>>,
     summary: RepackSummary,
+    owner: Owner,
 }
 
 impl<'a, W: Write> Repacker<'a, W> {
-    fn new(source: &'a Path, out: W) -> Self {
+    fn new(source: &'a Path, out: W, owner: Owner) -> Self {
         Self {
             source,
+            owner,
             builder: tar::Builder::new(GuardedWriter {
                 inner: out,
                 write_failed: false,
@@ -410,8 +447,8 @@ impl<'a, W: Write> Repacker<'a, W> {
             let mut header = Header::new_gnu();
             header.set_entry_type(EntryType::Directory);
             header.set_mode(0o755);
-            header.set_uid(0);
-            header.set_gid(0);
+            header.set_uid(self.owner.uid);
+            header.set_gid(self.owner.gid);
             header.set_mtime(0);
             header.set_size(0);
             self.append_data(&mut header, &join(&dirs[..depth]), io::empty(), "")?;
@@ -514,8 +551,8 @@ impl<'a, W: Write> Repacker<'a, W> {
 
             let mut header = Header::new_gnu();
             header.set_mode(entry.header().mode().map_err(read_err)? & 0o777);
-            header.set_uid(0);
-            header.set_gid(0);
+            header.set_uid(self.owner.uid);
+            header.set_gid(self.owner.gid);
             header.set_mtime(entry.header().mtime().map_err(read_err)?);
             match entry_type {
                 EntryType::Link => {

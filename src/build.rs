@@ -271,8 +271,7 @@ pub struct Required {
 impl Required {
     /// Extracts it at its prefix in `container` (made first when missing).
     pub async fn extract(&self, container: &ContainerGuard) -> Result<(), BuildError> {
-        let mkdir = ExecSpec::new(["mkdir", "-p", self.prefix.as_str()]);
-        container.exec(&mkdir, &mut |_, _| {}).await?.check()?;
+        crate::sandbox::make_dir(container, &self.prefix).await?;
         upload_artifact(container, &self.artifact, &self.prefix).await
     }
 }
@@ -345,10 +344,12 @@ impl BuildLog {
 
 /// Runs shell commands in a container, logging and reporting every line; returns the first
 /// failing command with its exit code and output tail.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_commands(
     container: &ContainerGuard,
     commands: &[String],
     working_dir: &str,
+    user: Option<&str>,
     job: &str,
     log: &mut BuildLog,
     reporter: &dyn Reporter,
@@ -356,7 +357,8 @@ pub(crate) async fn run_commands(
     for command in commands {
         log.line(&format!("$ {command}"));
         reporter.output(job, &format!("$ {command}"));
-        let spec = ExecSpec::shell(command.clone()).working_dir(working_dir);
+        let mut spec = ExecSpec::shell(command.clone()).working_dir(working_dir);
+        spec.user = user.map(str::to_string);
         let result = container
             .exec(&spec, &mut |_stream: OutputStream, line: &str| {
                 log.line(line);
@@ -392,7 +394,7 @@ pub fn container_env(
     path.push("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     let mut env: BTreeMap<String, String> = [
         ("PATH", path.join(":")),
-        ("HOME", "/root".into()),
+        ("HOME", crate::sandbox::HOME.into()),
         ("LANG", "C.UTF-8".into()),
         ("PREFIX", recipe.prefix.clone()),
         ("JOBS", jobs.to_string()),
@@ -577,6 +579,25 @@ pub struct Builder {
     pub run_id: String,
     /// `{jobs}` / `JOBS` inside the build.
     pub jobs: usize,
+    /// The containers' resource limits: the command line's, and the defaults.
+    pub limits: LimitSettings,
+}
+
+/// Where a container's resource limits come from: the command line's
+/// ([`LimitSettings::overrides`]) win over the recipe's, which win over the defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LimitSettings {
+    /// Set on the command line.
+    pub overrides: crate::recipe::Limits,
+    /// Used where neither sets one (see [`crate::sandbox::default_limits`]).
+    pub defaults: crate::recipe::Limits,
+}
+
+impl LimitSettings {
+    /// The limits of `recipe`'s build and test containers.
+    pub fn for_recipe(&self, recipe: &Recipe) -> crate::recipe::Limits {
+        self.overrides.or(recipe.build.limits).or(self.defaults)
+    }
 }
 
 /// A build container set up by [`Builder::prepare`]: created, started, sources unpacked, and
@@ -668,6 +689,7 @@ impl Builder {
             &opts.requires,
             &self.run_id,
             opts.source_date_epoch,
+            self.limits.for_recipe(recipe),
         )
         .await?;
         tester
@@ -710,6 +732,7 @@ impl Builder {
                 &opts.requires,
                 &self.run_id,
                 opts.source_date_epoch,
+                self.limits.for_recipe(recipe),
             )
         );
         let (built, container) = built?;
@@ -778,9 +801,18 @@ impl Builder {
         let mut spec = ContainerSpec::new(image.reference.clone());
         spec.labels = labels(recipe, &self.run_id, "build");
         spec.env = container_env(recipe, &opts.requires, self.jobs, opts.source_date_epoch);
-        spec.working_dir = Some(SOURCE_DIR.to_string());
+        // No engine-made working directory: it would sit under the work volume's mount point.
+        // Every command names its own.
+        spec.working_dir = None;
         spec.mounts = vec![BindMount::read_only(cache_sources, CACHE_MOUNT)];
         spec.network = recipe.build.network;
+        let mut writable = vec![SOURCE_DIR, recipe.prefix.as_str()];
+        writable.extend(opts.requires.iter().map(|r| r.prefix.as_str()));
+        spec.sandbox = Some(crate::sandbox::sandbox(
+            &writable,
+            self.limits.for_recipe(recipe),
+            !recipe.build.root.is_empty(),
+        ));
         let container = self.docker.create_container(&spec).await?;
         container.start().await?;
         let mut reached = None;
@@ -891,17 +923,16 @@ impl Builder {
         reached: &mut Option<Phase>,
     ) -> Result<(), BuildError> {
         let reporter = &*self.reporter;
-        // The engine made the working directory (SOURCE_DIR); the prefix is made while the
-        // sources are sent.
+        // The work directory first, then the prefix while the sources are sent; both belong
+        // to the build user.
         let started = Instant::now();
         reporter.step_started(job, "unpack");
-        let setup = ExecSpec::shell(format!("mkdir -p '{}'", recipe.prefix));
-        let mut quiet = |_: OutputStream, _: &str| {};
+        crate::sandbox::make_dir(container, SOURCE_DIR).await?;
         let (made, unpacked) = tokio::join!(
-            container.exec(&setup, &mut quiet),
+            crate::sandbox::make_dir(container, &recipe.prefix),
             self.unpack(container, recipe, job, fetched)
         );
-        made?.check()?;
+        made?;
         unpacked?;
         for required in &opts.requires {
             log.line(&format!(
@@ -921,10 +952,24 @@ impl Builder {
             let started = Instant::now();
             reporter.step_started(job, phase.name());
             log.line(&format!("# == {phase}"));
+            let user = recipe
+                .build
+                .root
+                .iter()
+                .any(|p| p == phase.name())
+                .then_some(crate::sandbox::ROOT_USER);
+            if user.is_some() {
+                let note = format!("# {phase} runs as root (`[build] root`)");
+                log.line(&note);
+                reporter.output(job, &note);
+            }
             if let Some((command, exit_code, tail)) =
-                run_commands(container, commands, SOURCE_DIR, job, log, reporter).await?
+                run_commands(container, commands, SOURCE_DIR, user, job, log, reporter).await?
             {
                 let after = reached.map_or(String::new(), |p| format!(" --after {p}"));
+                let limit =
+                    crate::sandbox::limit_note(exit_code, &tail, self.limits.for_recipe(recipe))
+                        .map_or(String::new(), |n| format!("{n}; "));
                 return Err(BuildError::Phase {
                     phase,
                     failure: Box::new(Failure {
@@ -934,7 +979,7 @@ impl Builder {
                         tail,
                         log: log.path().to_path_buf(),
                         debug: format!(
-                            "debug it in the same environment: `packager shell {} {}{after}` (or rerun with --keep or --shell-on-failure)",
+                            "{limit}debug it in the same environment: `packager shell {} {}{after}` (or rerun with --keep or --shell-on-failure)",
                             recipe.runtime, recipe.version
                         ),
                     }),
@@ -1038,10 +1083,11 @@ impl Builder {
         }
         for (path, unpack, strip, dest) in items {
             let (stream, handle) = writer_stream(move |out| {
+                let owner = crate::sandbox::OWNER;
                 let r = if unpack {
-                    archive::repack_archive(&path, strip, Path::new(&dest), out)
+                    archive::repack_archive_as(&path, strip, Path::new(&dest), owner, out)
                 } else {
-                    archive::repack_file(&path, Path::new(&dest), out)
+                    archive::repack_file_as(&path, Path::new(&dest), owner, out)
                 };
                 let ok = r.is_ok();
                 (r, ok)
@@ -1063,22 +1109,26 @@ pub fn job_name(recipe: &Recipe) -> String {
     format!("{} {}", recipe.runtime, recipe.version)
 }
 
-/// Extracts an artifact (`.tar.gz`, which the engine unpacks itself) at `prefix` in a
-/// container.
+/// Extracts an artifact at `prefix` (an existing folder) in a sandboxed container, every
+/// entry owned by the build user, as a buildpack's unpacking leaves it on a dyno.
 pub async fn upload_artifact(
     container: &ContainerGuard,
     artifact: &Path,
     prefix: &str,
 ) -> Result<(), BuildError> {
-    let file = tokio::fs::File::open(artifact)
-        .await
-        .map_err(|source| BuildError::Io {
-            path: artifact.to_path_buf(),
-            source,
-        })?;
-    container
-        .upload(prefix, tokio_util::io::ReaderStream::new(file))
-        .await?;
+    let path = artifact.to_path_buf();
+    let (stream, handle) = writer_stream(move |out| {
+        let r = package::write_owned_tar(&path, crate::sandbox::OWNER, out);
+        let ok = r.is_ok();
+        (r, ok)
+    });
+    let uploaded = container.upload(prefix, stream).await;
+    let written = handle.await.expect("tar task does not panic");
+    written.map_err(|source| BuildError::Package {
+        job: artifact.display().to_string(),
+        source,
+    })?;
+    uploaded?;
     Ok(())
 }
 

@@ -394,6 +394,42 @@ pub struct ContainerSpec {
     /// The container's main process. It must keep running so we can exec into it; the default
     /// is `sleep infinity`.
     pub command: Vec<String>,
+    /// Confinement: the user, capabilities, limits and writable places. `None` runs the
+    /// container with the engine's defaults (root, Docker's default capabilities, no limits).
+    pub sandbox: Option<Sandbox>,
+}
+
+/// How a container is confined: every exec through its [`ContainerGuard`] runs as `user`
+/// unless it names another; the container has no capabilities but `cap_add` (which a process
+/// of a user other than root never holds), `no-new-privileges`, and the limits; with
+/// `read_only`, the root filesystem is read-only and only `volumes` (anonymous volumes, removed
+/// with the container) and `tmpfs` mounts can be written. The engine extracts uploads as root
+/// and keeps the owners the tar stream gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    /// `uid:gid` of execs that name no user.
+    pub user: String,
+    /// Capabilities kept (root's execs only): none unless a step must run as root.
+    pub cap_add: Vec<String>,
+    /// Make the root filesystem read-only.
+    pub read_only: bool,
+    /// Anonymous volumes: writable directories on the engine's disk, removed with the container.
+    pub volumes: Vec<String>,
+    /// tmpfs mounts: path and mount options (e.g. `size=1g,mode=1777`).
+    pub tmpfs: Vec<(String, String)>,
+    /// Resource limits.
+    pub limits: Limits,
+}
+
+/// Resource limits of a container (`None`: unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Memory in bytes, swap included (no swap beyond it).
+    pub memory: Option<u64>,
+    /// CPUs in thousandths (1500 = 1.5 CPUs).
+    pub millicpus: Option<u64>,
+    /// The most processes and threads at once.
+    pub pids: Option<u64>,
 }
 
 impl ContainerSpec {
@@ -408,6 +444,7 @@ impl ContainerSpec {
             mounts: Vec::new(),
             network: false,
             command: vec!["sleep".to_owned(), "infinity".to_owned()],
+            sandbox: None,
         }
     }
 }
@@ -685,6 +722,21 @@ impl Docker {
         })
     }
 
+    /// The memory (bytes) and CPUs the engine's machine has, for the containers' default limits.
+    pub async fn capacity(&self) -> Result<(u64, u64), DockerError> {
+        let info = self
+            .client
+            .info()
+            .await
+            .map_err(|e| DockerError::engine("query the engine's resources", e))?;
+        let memory = info
+            .mem_total
+            .and_then(|m| u64::try_from(m).ok())
+            .unwrap_or(0);
+        let cpus = info.ncpu.and_then(|n| u64::try_from(n).ok()).unwrap_or(1);
+        Ok((memory, cpus.max(1)))
+    }
+
     // ----- images -------------------------------------------------------------------------------
 
     /// Inspects an image by reference or id; `None` if there is no such image.
@@ -908,7 +960,7 @@ impl Docker {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         labels.insert(MANAGED_LABEL.to_owned(), "true".to_owned());
-        let mounts = spec
+        let mut mounts: Vec<Mount> = spec
             .mounts
             .iter()
             .map(|m| Mount {
@@ -919,6 +971,35 @@ impl Docker {
                 ..Default::default()
             })
             .collect();
+        let mut host_config = HostConfig {
+            network_mode: Some(if spec.network { "default" } else { "none" }.to_owned()),
+            // A tiny init reaps zombies and makes `sleep infinity` stop promptly.
+            init: Some(true),
+            ..Default::default()
+        };
+        if let Some(sandbox) = &spec.sandbox {
+            mounts.extend(sandbox.volumes.iter().map(|target| Mount {
+                target: Some(target.clone()),
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            }));
+            host_config.tmpfs = Some(sandbox.tmpfs.iter().cloned().collect());
+            host_config.cap_drop = Some(vec!["ALL".to_owned()]);
+            if !sandbox.cap_add.is_empty() {
+                host_config.cap_add = Some(sandbox.cap_add.clone());
+            }
+            host_config.security_opt = Some(vec!["no-new-privileges".to_owned()]);
+            host_config.readonly_rootfs = Some(sandbox.read_only);
+            let limits = sandbox.limits;
+            host_config.pids_limit = limits.pids.map(clamp_i64);
+            host_config.memory = limits.memory.map(clamp_i64);
+            // No swap beyond the memory limit.
+            host_config.memory_swap = limits.memory.map(clamp_i64);
+            host_config.nano_cpus = limits
+                .millicpus
+                .map(|m| clamp_i64(m.saturating_mul(1_000_000)));
+        }
+        host_config.mounts = Some(mounts);
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             env: Some(env_list(&spec.env)),
@@ -928,13 +1009,7 @@ impl Docker {
             labels: Some(labels),
             working_dir: spec.working_dir.clone(),
             network_disabled: Some(!spec.network),
-            host_config: Some(HostConfig {
-                mounts: Some(mounts),
-                network_mode: Some(if spec.network { "default" } else { "none" }.to_owned()),
-                // A tiny init reaps zombies and makes `sleep infinity` stop promptly.
-                init: Some(true),
-                ..Default::default()
-            }),
+            host_config: Some(host_config),
             ..Default::default()
         };
         let options = spec
@@ -953,6 +1028,7 @@ impl Docker {
             docker: self.clone(),
             id: created.id,
             armed: true,
+            exec_user: spec.sandbox.as_ref().map(|s| s.user.clone()),
         })
     }
 
@@ -1258,6 +1334,11 @@ impl Docker {
     }
 }
 
+/// `v` as an engine integer, saturating.
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 async fn remove_container_with(client: &bollard::Docker, id: &str) -> Result<(), DockerError> {
     let options = RemoveContainerOptionsBuilder::default()
         .force(true)
@@ -1300,6 +1381,8 @@ pub struct ContainerGuard {
     docker: Docker,
     id: String,
     armed: bool,
+    /// The user of execs that name none (the sandbox's).
+    exec_user: Option<String>,
 }
 
 impl ContainerGuard {
@@ -1324,7 +1407,9 @@ impl ContainerGuard {
         spec: &ExecSpec,
         output: &mut (dyn FnMut(OutputStream, &str) + Send),
     ) -> Result<ExecResult, DockerError> {
-        self.docker.exec(&self.id, spec, output).await
+        self.docker
+            .exec(&self.id, &self.as_user(spec), output)
+            .await
     }
 
     /// Extracts a tar stream into `path` in the container; see [`Docker::upload`].
@@ -1333,6 +1418,18 @@ impl ContainerGuard {
         S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     {
         self.docker.upload(&self.id, path, tar).await
+    }
+
+    /// `spec` with the sandbox's user when it names none.
+    fn as_user<'s>(&self, spec: &'s ExecSpec) -> std::borrow::Cow<'s, ExecSpec> {
+        match (&spec.user, &self.exec_user) {
+            (None, Some(user)) => {
+                let mut spec = spec.clone();
+                spec.user = Some(user.clone());
+                std::borrow::Cow::Owned(spec)
+            }
+            _ => std::borrow::Cow::Borrowed(spec),
+        }
     }
 
     /// Downloads `path` as a tar stream; see [`Docker::download`].
@@ -1352,7 +1449,9 @@ impl ContainerGuard {
         spec: &ExecSpec,
         tty: bool,
     ) -> Result<AttachedExec, DockerError> {
-        self.docker.exec_attached(&self.id, spec, tty).await
+        self.docker
+            .exec_attached(&self.id, &self.as_user(spec), tty)
+            .await
     }
 
     /// Gives up ownership: the container is kept, and its id returned.

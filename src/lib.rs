@@ -19,6 +19,7 @@ pub mod publish;
 pub mod recipe;
 pub mod redact;
 pub mod report;
+pub mod sandbox;
 pub mod schedule;
 pub mod stack;
 pub mod test;

@@ -823,6 +823,50 @@ pub fn open_artifact(path: &Path) -> Result<tar::Archive<Box<dyn Read>>, Package
     Ok(tar::Archive::new(decoder))
 }
 
+/// Writes the artifact at `path` to `out` as a plain tar stream whose every entry belongs to
+/// `owner`: how an artifact is extracted in a container whose commands run as that user (the
+/// engine extracts as root and keeps the owners the stream gives). Paths, modes, times, links
+/// and contents are copied as they are.
+pub fn write_owned_tar<W: Write>(
+    path: &Path,
+    owner: crate::archive::Owner,
+    out: W,
+) -> Result<(), PackageError> {
+    let read_err = |source| PackageError::ReadArtifact {
+        path: path.to_owned(),
+        source,
+    };
+    let mut archive = open_artifact(path)?;
+    let mut builder = tar::Builder::new(out);
+    builder.follow_symlinks(false);
+    for entry in archive.entries().map_err(read_err)? {
+        let mut entry = entry.map_err(read_err)?;
+        let mut header = entry.header().clone();
+        header.set_uid(owner.uid);
+        header.set_gid(owner.gid);
+        let name = entry.path_bytes().into_owned();
+        let name = Path::new(OsStr::from_bytes(&name)).to_path_buf();
+        match header.entry_type() {
+            EntryType::Symlink | EntryType::Link => {
+                let target = entry.link_name_bytes().unwrap_or_default().into_owned();
+                let target = Path::new(OsStr::from_bytes(&target)).to_path_buf();
+                builder
+                    .append_link(&mut header, &name, &target)
+                    .map_err(read_err)?;
+            }
+            _ => builder
+                .append_data(&mut header, &name, &mut entry)
+                .map_err(read_err)?,
+        }
+    }
+    builder
+        .into_inner()
+        .map_err(read_err)?
+        .flush()
+        .map_err(read_err)?;
+    Ok(())
+}
+
 /// The contents of the regular files `wanted` (paths as [`list_artifact`] gives them) in an
 /// artifact, each at most `max` bytes (larger ones are left out).
 pub fn read_artifact_files(

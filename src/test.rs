@@ -12,7 +12,7 @@ use crate::build::{
 };
 use crate::docker::{ContainerGuard, ContainerSpec, Docker, ExecSpec};
 use crate::linkage::{self, Probe, Resolver};
-use crate::recipe::Recipe;
+use crate::recipe::{Limits, Recipe};
 use crate::report::Reporter;
 
 /// A started test container, waiting for an artifact.
@@ -23,7 +23,7 @@ pub struct TestContainer {
 
 impl TestContainer {
     /// Creates and starts a fresh container from `image` for testing `recipe`'s artifact: no
-    /// network, no mounts, the prefix as its (engine-made) working directory.
+    /// network, no mounts, confined as a build is (see [`crate::sandbox`]).
     pub async fn start(
         docker: &Docker,
         image: &str,
@@ -31,12 +31,16 @@ impl TestContainer {
         requires: &[Required],
         run_id: &str,
         source_date_epoch: u64,
+        limits: Limits,
     ) -> Result<Self, BuildError> {
         let mut spec = ContainerSpec::new(image.to_string());
         spec.labels = labels(recipe, run_id, "test");
         spec.env = container_env(recipe, requires, 1, source_date_epoch);
-        spec.working_dir = Some(recipe.prefix.clone());
         spec.network = false;
+        // Confined as the build was; the prefixes are made by the uploads.
+        let mut writable = vec![recipe.prefix.as_str()];
+        writable.extend(requires.iter().map(|r| r.prefix.as_str()));
+        spec.sandbox = Some(crate::sandbox::sandbox(&writable, limits, false));
         let container = docker.create_container(&spec).await?;
         container.start().await?;
         Ok(TestContainer {
@@ -65,6 +69,7 @@ impl TestContainer {
             for r in requires {
                 r.extract(&container).await?;
             }
+            crate::sandbox::make_dir(&container, &recipe.prefix).await?;
             upload_artifact(&container, artifact, &recipe.prefix).await?;
             linkage_gate(
                 &container,
@@ -77,8 +82,16 @@ impl TestContainer {
                 reporter,
             )
             .await?;
-            if let Some((command, exit_code, tail)) =
-                run_commands(&container, &recipe.test.commands, "/", &job, log, reporter).await?
+            if let Some((command, exit_code, tail)) = run_commands(
+                &container,
+                &recipe.test.commands,
+                "/",
+                None,
+                &job,
+                log,
+                reporter,
+            )
+            .await?
             {
                 return Err(BuildError::Test(Box::new(Failure {
                     job: job.clone(),

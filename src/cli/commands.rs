@@ -268,6 +268,7 @@ async fn setup(
     warn_recipe(&**ui, &recipe);
     let source_date_epoch = source_date_epoch()?;
     let docker = engine(ui).await?;
+    let limits = limit_settings(g, &docker, jobs, 1).await?;
     let builder = Builder {
         docker,
         fetcher: Arc::new(fetcher(g, ui.clone())?),
@@ -275,11 +276,27 @@ async fn setup(
         reporter: ui.clone(),
         run_id: run_id(),
         jobs,
+        limits,
     };
     Ok(Setup {
         recipe,
         builder,
         source_date_epoch,
+    })
+}
+
+/// The command line's limits, and the defaults for `parallel` builds of `jobs` each on this
+/// engine.
+async fn limit_settings(
+    g: &super::Global,
+    docker: &packager::docker::Docker,
+    jobs: usize,
+    parallel: usize,
+) -> Result<packager::build::LimitSettings, Error> {
+    let (memory, cpus) = docker.capacity().await?;
+    Ok(packager::build::LimitSettings {
+        overrides: g.limits(),
+        defaults: packager::sandbox::default_limits(memory, cpus, jobs, parallel),
     })
 }
 
@@ -359,6 +376,10 @@ async fn build(
         Some(d) => d.engine().await?.arch.as_str().to_string(),
         None => host_arch().to_string(),
     };
+    let capacity = match &docker {
+        Some(d) => d.capacity().await?,
+        None => (0, 1),
+    };
     let fetcher = Arc::new(fetcher(g, ui.clone())?);
     let work = tempfile::Builder::new()
         .prefix(&format!("run-{run_id}-"))
@@ -416,6 +437,12 @@ async fn build(
                 reporter: ui.clone(),
                 run_id,
                 jobs: make_jobs,
+                limits: packager::build::LimitSettings {
+                    overrides: g.limits(),
+                    defaults: packager::sandbox::default_limits(
+                        capacity.0, capacity.1, make_jobs, parallel,
+                    ),
+                },
             };
             let opts = BuildOptions {
                 keep: args.keep,

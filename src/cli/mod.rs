@@ -59,6 +59,41 @@ pub struct Global {
     /// When to use colours (NO_COLOR is honoured with `auto`)
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto, value_name = "WHEN")]
     pub color: Color,
+    /// Memory of each build and test container, swap included (`8G`, `512M`); over the
+    /// recipe's `[build] memory` (default: 3/4 of the engine's, shared by the running builds)
+    #[arg(long, global = true, env = "PACKAGER_MEMORY", value_name = "SIZE", value_parser = parse_memory)]
+    pub memory: Option<u64>,
+    /// CPUs of each build and test container (`1.5`); over the recipe's `[build] cpus`
+    /// (default: its {jobs})
+    #[arg(long, global = true, env = "PACKAGER_CPUS", value_name = "N", value_parser = parse_cpus)]
+    pub cpus: Option<u64>,
+    /// Processes (and threads) at once in each build and test container; over the recipe's
+    /// `[build] pids` (default: 4096)
+    #[arg(long, global = true, env = "PACKAGER_PIDS_LIMIT", value_name = "N", value_parser = clap::value_parser!(u64).range(16..))]
+    pub pids_limit: Option<u64>,
+}
+
+fn parse_memory(text: &str) -> Result<u64, String> {
+    packager::recipe::parse_memory(text)
+}
+
+/// CPUs as thousandths.
+fn parse_cpus(text: &str) -> Result<u64, String> {
+    match text.parse::<f64>() {
+        Ok(c) if c.is_finite() && (0.01..=4096.0).contains(&c) => Ok((c * 1000.0).round() as u64),
+        _ => Err(format!("`{text}` is not a number of CPUs (0.01 or more)")),
+    }
+}
+
+impl Global {
+    /// The limits set on the command line.
+    pub fn limits(&self) -> packager::recipe::Limits {
+        packager::recipe::Limits {
+            memory: self.memory,
+            millicpus: self.cpus,
+            pids: self.pids_limit,
+        }
+    }
 }
 
 /// When to colour output.

@@ -66,6 +66,8 @@ impl Session<'_> {
             None => ExecSpec::new(["/bin/sh", "-c", LAUNCHER]),
         }
         .working_dir(self.working_dir);
+        // The build's user (and so its permissions): the shell reproduces the build.
+        spec.user = Some(packager::sandbox::USER.to_owned());
         if tty {
             let term = std::env::var("TERM")
                 .ok()

@@ -220,6 +220,18 @@ struct BuildLayer {
     network: Option<bool>,
     include_requires: Option<bool>,
     stack_packages: Option<Vec<Spanned<String>>>,
+    memory: Option<Spanned<String>>,
+    cpus: Option<Spanned<f64>>,
+    pids: Option<Spanned<i64>>,
+    root: Option<Spanned<RootLayer>>,
+}
+
+/// `root = true` (every phase) or `root = ["install"]` (those phases).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RootLayer {
+    All(bool),
+    Phases(Vec<String>),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -403,6 +415,74 @@ pub struct Build {
     /// Debian packages the build needs in the stack's build image (a bootstrap compiler such
     /// as `mono-devel`): planning fails, naming the stack, when the stack does not install them.
     pub stack_packages: Vec<String>,
+    /// Resource limits of the build container (and of its test container); unset ones take
+    /// the builder's defaults. Not part of the build key: they cannot change the artifact.
+    pub limits: Limits,
+    /// The phases (`configure`, `build`, `install`) that run as root instead of the build
+    /// user, still without capabilities. Empty: none.
+    pub root: Vec<String>,
+}
+
+/// The phases a recipe may ask to run as root.
+pub const PHASES: [&str; 3] = ["configure", "build", "install"];
+
+/// Resource limits a recipe (or the command line) sets; `None` leaves the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Memory in bytes (`memory = "8GiB"`).
+    pub memory: Option<u64>,
+    /// CPUs in thousandths (`cpus = 1.5` is 1500).
+    pub millicpus: Option<u64>,
+    /// The most processes and threads at once (`pids = 4096`).
+    pub pids: Option<u64>,
+}
+
+impl Limits {
+    /// Each limit of `self`, or else of `other`.
+    pub fn or(self, other: Limits) -> Limits {
+        Limits {
+            memory: self.memory.or(other.memory),
+            millicpus: self.millicpus.or(other.millicpus),
+            pids: self.pids.or(other.pids),
+        }
+    }
+}
+
+/// Parses a memory size: a number with an optional unit (`512M`, `8G`, `8GiB`, `1.5GB`); `K`,
+/// `M`, `G` and `T` (with or without `iB`) are binary, `KB`, `MB`, `GB`, `TB` decimal. At least
+/// 64 MiB.
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a memory size (e.g. \"8G\" or \"512MiB\")"))?;
+    let factor: f64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1.0,
+        "K" | "KIB" => 1024.0,
+        "M" | "MIB" => 1024.0 * 1024.0,
+        "G" | "GIB" => 1024.0 * 1024.0 * 1024.0,
+        "T" | "TIB" => 1024.0f64.powi(4),
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        other => {
+            return Err(format!(
+                "`{other}` is not a unit of memory (K, M, G, T, or KB, MB, GB, TB)"
+            ));
+        }
+    };
+    let bytes = number * factor;
+    if !bytes.is_finite() || bytes < 64.0 * 1024.0 * 1024.0 {
+        return Err(format!(
+            "memory `{text}` is below the least a build can use (64M)"
+        ));
+    }
+    Ok(bytes as u64)
 }
 
 /// How to test the installed artifact.
@@ -738,6 +818,7 @@ pub fn load(
         base.build.unwrap_or_default(),
         over.build.unwrap_or_default(),
     );
+    let limits = build_limits(base_f, &bb, over_f, &ob)?;
     // `[build.env]` is a table: merged key by key, the version file winning.
     let mut env_values = BTreeMap::new();
     for (file, table) in [(base_f, &bb.env), (over_f, &ob.env)] {
@@ -793,6 +874,8 @@ pub fn load(
         network: ob.network.or(bb.network).unwrap_or(false),
         include_requires: ob.include_requires.or(bb.include_requires).unwrap_or(false),
         stack_packages: t.list(packages.as_ref(), &[])?,
+        limits,
+        root: root_phases(base_f, bb.root, over_f, ob.root)?,
     };
 
     // [test]
@@ -922,6 +1005,8 @@ struct ShowBuild<'a> {
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     stack_packages: &'a [String],
     network: bool,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    root: &'a [String],
     env: &'a BTreeMap<String, String>,
 }
 
@@ -981,6 +1066,7 @@ impl Recipe {
                 include_requires: self.build.include_requires,
                 stack_packages: &self.build.stack_packages,
                 network: self.build.network,
+                root: &self.build.root,
                 env: &self.build.env,
             },
             test: ShowTest {
@@ -989,6 +1075,76 @@ impl Recipe {
             },
         };
         toml::to_string_pretty(&show).expect("a recipe always serialises")
+    }
+}
+
+/// The `[build]` limits, the version file's winning key by key.
+fn build_limits(
+    base_f: &SourceFile,
+    bb: &BuildLayer,
+    over_f: &SourceFile,
+    ob: &BuildLayer,
+) -> Result<Limits, RecipeError> {
+    let mut limits = Limits::default();
+    for (file, layer) in [(base_f, bb), (over_f, ob)] {
+        if let Some(m) = &layer.memory {
+            limits.memory = Some(parse_memory(m.get_ref()).map_err(|e| file.error(m.span(), e))?);
+        }
+        if let Some(c) = &layer.cpus {
+            let cpus = *c.get_ref();
+            if !(cpus.is_finite() && (0.01..=4096.0).contains(&cpus)) {
+                return Err(file.error(
+                    c.span(),
+                    format!("cpus = {cpus} is not a number of CPUs (0.01 or more)"),
+                ));
+            }
+            limits.millicpus = Some((cpus * 1000.0).round() as u64);
+        }
+        if let Some(p) = &layer.pids {
+            let pids = *p.get_ref();
+            if pids < 16 {
+                return Err(file.error(
+                    p.span(),
+                    format!("pids = {pids} is too few for a build (16 or more)"),
+                ));
+            }
+            limits.pids = Some(pids as u64);
+        }
+    }
+    Ok(limits)
+}
+
+/// `root`: the version file's value replaces the shared one.
+fn root_phases(
+    base_f: &SourceFile,
+    base: Option<Spanned<RootLayer>>,
+    over_f: &SourceFile,
+    over: Option<Spanned<RootLayer>>,
+) -> Result<Vec<String>, RecipeError> {
+    let (file, layer) = match (over, base) {
+        (Some(o), _) => (over_f, o),
+        (None, Some(b)) => (base_f, b),
+        (None, None) => return Ok(Vec::new()),
+    };
+    let span = layer.span();
+    match layer.into_inner() {
+        RootLayer::All(true) => Ok(PHASES.iter().map(|p| p.to_string()).collect()),
+        RootLayer::All(false) => Ok(Vec::new()),
+        RootLayer::Phases(list) => {
+            let mut phases = Vec::new();
+            for p in list {
+                if !PHASES.contains(&p.as_str()) {
+                    return Err(file.error(
+                        span.clone(),
+                        format!("`{p}` is not a phase (root = true, or a list of configure, build, install)"),
+                    ));
+                }
+                if !phases.contains(&p) {
+                    phases.push(p);
+                }
+            }
+            Ok(phases)
+        }
     }
 }
 
