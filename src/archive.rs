@@ -80,6 +80,14 @@ pub enum UnsafeReason {
     ReplacesSymlink,
     /// The entry type is not a directory, regular file, symlink or hard link.
     UnsupportedType(String),
+    /// A pax `size` record disagrees with the entry's header: readers that believe one or the
+    /// other see different files (size smuggling, CVE-2026-33055).
+    PaxSizeMismatch {
+        /// The pax record's value.
+        pax: String,
+        /// The header's size.
+        header: u64,
+    },
 }
 
 impl fmt::Display for UnsafeReason {
@@ -102,6 +110,10 @@ impl fmt::Display for UnsafeReason {
             Self::BelowSymlink(l) => write!(f, "the path goes through the symlink `{l}`"),
             Self::ReplacesSymlink => f.write_str("the entry replaces an earlier symlink"),
             Self::UnsupportedType(t) => write!(f, "entries of type {t} are not allowed"),
+            Self::PaxSizeMismatch { pax, header } => write!(
+                f,
+                "its pax size record ({pax}) disagrees with its header's size ({header})"
+            ),
         }
     }
 }
@@ -158,6 +170,18 @@ pub enum ArchiveError {
         dest: PathBuf,
         /// Why it was refused.
         reason: UnsafeReason,
+    },
+    /// The archive unpacks to more than its limit: a decompression bomb, or a source bigger
+    /// than the recipe allows.
+    #[error(
+        "archive {} unpacks to more than {limit} bytes, its limit (2 GiB or 50 times its size, or the recipe's `[build] max_unpacked_size`)",
+        path.display()
+    )]
+    TooLarge {
+        /// The archive.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
     },
     /// Writing the output tar stream failed.
     #[error("failed to write the tar stream for {}", path.display())]
@@ -229,17 +253,50 @@ pub fn repack_archive<W: Write>(
     dest: &Path,
     out: W,
 ) -> Result<RepackSummary, ArchiveError> {
-    repack_archive_as(archive, strip_components, dest, Owner::ROOT, out)
+    repack_archive_with(
+        archive,
+        strip_components,
+        dest,
+        &RepackOptions::default(),
+        out,
+    )
 }
 
-/// [`repack_archive`], every entry owned by `owner` (the user a build runs as).
-pub fn repack_archive_as<W: Write>(
+/// How [`repack_archive_with`] writes its stream and what it allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepackOptions {
+    /// The owner of every entry written.
+    pub owner: Owner,
+    /// The most bytes the archive may unpack to (its tar stream, decompressed); `None` means
+    /// [`default_max_unpacked`] of the archive's size.
+    pub max_unpacked: Option<u64>,
+}
+
+impl Default for RepackOptions {
+    fn default() -> Self {
+        Self {
+            owner: Owner::ROOT,
+            max_unpacked: None,
+        }
+    }
+}
+
+/// The default limit of what an archive of `compressed` bytes may unpack to: 2 GiB, or 50
+/// times its size when that is more. A small source that inflates past it is a decompression
+/// bomb, not a runtime.
+pub fn default_max_unpacked(compressed: u64) -> u64 {
+    (2u64 << 30).max(compressed.saturating_mul(50))
+}
+
+/// [`repack_archive`] with options: the owner of the entries and the unpacked-size limit.
+pub fn repack_archive_with<W: Write>(
     archive: &Path,
     strip_components: u32,
     dest: &Path,
-    owner: Owner,
+    options: &RepackOptions,
     out: W,
 ) -> Result<RepackSummary, ArchiveError> {
+    let owner = options.owner;
     let dest_components = destination_components(dest, true)?;
     let mut file = File::open(archive).map_err(|source| ArchiveError::Open {
         path: archive.to_owned(),
@@ -253,6 +310,10 @@ pub fn repack_archive_as<W: Write>(
     let format = format_from_magic(&head).ok_or_else(|| ArchiveError::UnknownFormat {
         path: archive.to_owned(),
     })?;
+    let compressed = file.metadata().map_err(read_err)?.len();
+    let limit = options
+        .max_unpacked
+        .unwrap_or_else(|| default_max_unpacked(compressed));
     file.seek(SeekFrom::Start(0)).map_err(read_err)?;
     let file = BufReader::with_capacity(128 * 1024, file);
     let reader: Box<dyn Read> = match format {
@@ -262,10 +323,26 @@ pub fn repack_archive_as<W: Write>(
         ArchiveFormat::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(file)),
     };
 
+    let exceeded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = Limited {
+        inner: reader,
+        left: limit,
+        exceeded: exceeded.clone(),
+    };
     let mut repacker = Repacker::new(archive, out, owner);
     let result = repacker
         .write_destination_dirs(&dest_components)
-        .and_then(|()| repacker.copy_entries(reader, strip_components, &dest_components));
+        .and_then(|()| repacker.copy_entries(Box::new(reader), strip_components, &dest_components));
+    // Whatever error the limit caused on its way up, the limit is what to report.
+    let result = match result {
+        Err(_) if exceeded.load(std::sync::atomic::Ordering::SeqCst) => {
+            Err(ArchiveError::TooLarge {
+                path: archive.to_owned(),
+                limit,
+            })
+        }
+        other => other,
+    };
     repacker.finish(result)
 }
 
@@ -531,6 +608,21 @@ impl<'a, W: Write> Repacker<'a, W> {
                 EntryType::XGlobalHeader => continue,
                 other => return Err(refuse(UnsafeReason::UnsupportedType(type_name(other)))),
             };
+            let header_size = entry.header().entry_size().map_err(read_err)?;
+            if let Some(extensions) = entry.pax_extensions().map_err(read_err)? {
+                for extension in extensions {
+                    let extension = extension.map_err(read_err)?;
+                    if extension.key_bytes() == b"size" {
+                        let pax = String::from_utf8_lossy(extension.value_bytes()).into_owned();
+                        if pax.trim().parse::<u64>().ok() != Some(header_size) {
+                            return Err(refuse(UnsafeReason::PaxSizeMismatch {
+                                pax,
+                                header: header_size,
+                            }));
+                        }
+                    }
+                }
+            }
             let components = split_path(&raw_path).map_err(refuse)?;
             if components.is_empty() && kind != Seen::Directory {
                 return Err(refuse(UnsafeReason::EmptyPath));
@@ -633,6 +725,31 @@ pub(crate) fn type_name(entry_type: EntryType) -> String {
         EntryType::GNULongName | EntryType::GNULongLink => "dangling GNU long name".to_owned(),
         EntryType::XHeader => "dangling pax header".to_owned(),
         other => format!("unknown type {:?}", char::from(other.as_byte())),
+    }
+}
+
+/// A reader that fails once more than `left` bytes have been read through it (and says so in
+/// `exceeded`).
+struct Limited<R> {
+    inner: R,
+    left: u64,
+    exceeded: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // One byte more than allowed is enough to know the limit is passed.
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n as u64 > self.left {
+            self.exceeded
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            return Err(io::Error::other("the archive unpacks past its size limit"));
+        }
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 

@@ -238,6 +238,12 @@ impl BuildError {
                         .join(", ")
                 ))
             }
+            BuildError::Unpack {
+                source: ArchiveError::TooLarge { .. },
+                ..
+            } => Some(
+                "if the source really is that big, raise `[build] max_unpacked_size` in the recipe (e.g. \"8G\")".into(),
+            ),
             BuildError::Unpack { .. } => Some(
                 "the source archive is refused as unsafe or unreadable; check the recipe's URL and checksum".into(),
             ),
@@ -933,7 +939,13 @@ impl Builder {
             self.unpack(container, recipe, job, fetched)
         );
         made?;
-        unpacked?;
+        if let Err(e) = unpacked {
+            // What the engine extracted before the stream was refused is not the sources:
+            // leave an empty work directory (for a kept container), not a partial tree.
+            let clean = ExecSpec::shell(format!("find {SOURCE_DIR} -mindepth 1 -delete"));
+            let _ = container.exec(&clean, &mut |_, _| {}).await;
+            return Err(e);
+        }
         for required in &opts.requires {
             log.line(&format!(
                 "# requires {} at {}",
@@ -1081,13 +1093,16 @@ impl Builder {
         for (r, f) in recipe.resources.iter().zip(&fetched[1..]) {
             items.push((f.path.clone(), r.unpack, r.strip_components, r.dest.clone()));
         }
+        let options = archive::RepackOptions {
+            owner: crate::sandbox::OWNER,
+            max_unpacked: recipe.build.max_unpacked_size,
+        };
         for (path, unpack, strip, dest) in items {
             let (stream, handle) = writer_stream(move |out| {
-                let owner = crate::sandbox::OWNER;
                 let r = if unpack {
-                    archive::repack_archive_as(&path, strip, Path::new(&dest), owner, out)
+                    archive::repack_archive_with(&path, strip, Path::new(&dest), &options, out)
                 } else {
-                    archive::repack_file_as(&path, Path::new(&dest), owner, out)
+                    archive::repack_file_as(&path, Path::new(&dest), options.owner, out)
                 };
                 let ok = r.is_ok();
                 (r, ok)

@@ -574,3 +574,215 @@ fn plain_file_is_placed_at_its_destination() {
         );
     }
 }
+
+/// A raw header of `kind` named `name` with `data` (GNU long-name records, sparse entries):
+/// the `tar` crate's builder would refuse or rewrite them.
+fn raw_entry(builder: &mut tar::Builder<Vec<u8>>, kind: EntryType, name: &[u8], data: &[u8]) {
+    let mut header = Header::new_gnu();
+    let gnu = header.as_gnu_mut().unwrap();
+    gnu.name[..name.len()].copy_from_slice(name);
+    // A sparse entry's real size (the map of its holes is empty).
+    gnu.realsize.copy_from_slice(b"00000000000\0");
+    header.set_entry_type(kind);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_size(data.len() as u64);
+    header.set_cksum();
+    builder.append(&header, data).unwrap();
+}
+
+fn refused_tar(tar: Vec<u8>) -> (String, UnsafeReason) {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write(tmp.path(), "smuggled.tar.gz", &gzip(&tar));
+    match repack(&path, 1, "") {
+        Err(ArchiveError::UnsafeEntry { entry, reason, .. }) => (entry, reason),
+        other => panic!("expected a refused entry, got {other:?}"),
+    }
+}
+
+#[test]
+fn pax_size_smuggling_is_refused() {
+    // A pax `size` record that disagrees with the header: readers that trust one or the other
+    // see different entries after it (RUSTSEC-2026-0068). Here the header says 3 bytes and the
+    // record 1536, which would swallow the next entry, a hidden `../escape`.
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_pax_extensions([("size", &b"1536"[..])])
+        .unwrap();
+    let mut header = Header::new_ustar();
+    header.set_path("pkg/innocent").unwrap();
+    header.set_size(3);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append(&header, &b"abc"[..]).unwrap();
+    raw_entry(&mut builder, EntryType::Regular, b"pkg/../escape", b"owned");
+    let (entry, reason) = refused_tar(builder.into_inner().unwrap());
+    assert_eq!(entry, "pkg/innocent");
+    assert_eq!(
+        reason,
+        UnsafeReason::PaxSizeMismatch {
+            pax: "1536".into(),
+            header: 3
+        }
+    );
+    assert!(reason.to_string().contains("disagrees"), "{reason}");
+
+    // A record that agrees is fine.
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_pax_extensions([("size", &b"3"[..])])
+        .unwrap();
+    let mut header = Header::new_ustar();
+    header.set_path("pkg/fine").unwrap();
+    header.set_size(3);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append(&header, &b"abc"[..]).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write(
+        tmp.path(),
+        "fine.tar.gz",
+        &gzip(&builder.into_inner().unwrap()),
+    );
+    let (stream, _) = repack(&path, 1, "").unwrap();
+    assert_eq!(parse(&stream)[0].data, b"abc");
+}
+
+#[test]
+fn pax_and_gnu_long_paths_and_link_targets_are_checked_like_short_ones() {
+    // pax `path` with `..`
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_pax_extensions([("path", &b"pkg/../../etc/cron.d/evil"[..])])
+        .unwrap();
+    raw_entry(&mut builder, EntryType::Regular, b"pkg/harmless", b"x");
+    let (entry, reason) = refused_tar(builder.into_inner().unwrap());
+    assert_eq!(entry, "pkg/../../etc/cron.d/evil");
+    assert_eq!(reason, UnsafeReason::ParentComponent);
+
+    // pax `path` absolute
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_pax_extensions([("path", &b"/etc/passwd"[..])])
+        .unwrap();
+    raw_entry(&mut builder, EntryType::Regular, b"pkg/harmless", b"x");
+    let (entry, reason) = refused_tar(builder.into_inner().unwrap());
+    assert_eq!(entry, "/etc/passwd");
+    assert_eq!(reason, UnsafeReason::AbsolutePath);
+
+    // pax `linkpath` absolute, on a symlink whose header target is harmless
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_pax_extensions([("linkpath", &b"/etc/shadow"[..])])
+        .unwrap();
+    let mut header = Header::new_gnu();
+    header.as_gnu_mut().unwrap().name[..8].copy_from_slice(b"pkg/link");
+    header.as_gnu_mut().unwrap().linkname[..4].copy_from_slice(b"file");
+    header.set_entry_type(EntryType::Symlink);
+    header.set_mode(0o777);
+    header.set_mtime(0);
+    header.set_size(0);
+    header.set_cksum();
+    builder.append(&header, std::io::empty()).unwrap();
+    let (entry, reason) = refused_tar(builder.into_inner().unwrap());
+    assert_eq!(entry, "pkg/link");
+    assert_eq!(
+        reason,
+        UnsafeReason::AbsoluteLinkTarget("/etc/shadow".into())
+    );
+
+    // GNU long name (`L` record) with `..`
+    let mut builder = tar::Builder::new(Vec::new());
+    raw_entry(
+        &mut builder,
+        EntryType::GNULongName,
+        b"././@LongLink",
+        b"pkg/../../../home/evil\0",
+    );
+    raw_entry(&mut builder, EntryType::Regular, b"pkg/harmless", b"x");
+    let (entry, reason) = refused_tar(builder.into_inner().unwrap());
+    assert_eq!(entry, "pkg/../../../home/evil");
+    assert_eq!(reason, UnsafeReason::ParentComponent);
+
+    // GNU long link (`K` record) escaping the root
+    let mut builder = tar::Builder::new(Vec::new());
+    raw_entry(
+        &mut builder,
+        EntryType::GNULongLink,
+        b"././@LongLink",
+        b"../../../../../etc\0",
+    );
+    let mut header = Header::new_gnu();
+    header.as_gnu_mut().unwrap().name[..8].copy_from_slice(b"pkg/etc2");
+    header.set_entry_type(EntryType::Symlink);
+    header.set_mode(0o777);
+    header.set_mtime(0);
+    header.set_size(0);
+    header.set_cksum();
+    builder.append(&header, std::io::empty()).unwrap();
+    let (entry, reason) = refused_tar(builder.into_inner().unwrap());
+    assert_eq!(entry, "pkg/etc2");
+    assert_eq!(
+        reason,
+        UnsafeReason::LinkEscapesRoot("../../../../../etc".into())
+    );
+}
+
+#[test]
+fn gnu_sparse_entries_are_refused_not_mis_sized() {
+    let mut builder = tar::Builder::new(Vec::new());
+    raw_entry(&mut builder, EntryType::GNUSparse, b"pkg/sparse", b"");
+    let (entry, reason) = refused_tar(builder.into_inner().unwrap());
+    assert_eq!(entry, "pkg/sparse");
+    assert_eq!(
+        reason,
+        UnsafeReason::UnsupportedType("GNU sparse file".into())
+    );
+}
+
+#[test]
+fn a_decompression_bomb_stops_at_the_limit_naming_the_archive() {
+    // 8 MiB of zeros: a few KiB of gzip.
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = Header::new_gnu();
+    header.set_size(8 << 20);
+    header.set_mode(0o644);
+    builder
+        .append_data(&mut header, "pkg/zeros", std::io::repeat(0).take(8 << 20))
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write(
+        tmp.path(),
+        "bomb.tar.gz",
+        &gzip(&builder.into_inner().unwrap()),
+    );
+    assert!(std::fs::metadata(&path).unwrap().len() < 64 << 10);
+
+    let options = packager::archive::RepackOptions {
+        max_unpacked: Some(1 << 20),
+        ..Default::default()
+    };
+    let mut stream = Vec::new();
+    let err =
+        packager::archive::repack_archive_with(&path, 1, Path::new(""), &options, &mut stream)
+            .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(err, ArchiveError::TooLarge { limit, .. } if limit == 1 << 20),
+        "{err:?}"
+    );
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("1048576 bytes"), "{message}");
+    // It stopped there: not the 8 MiB.
+    assert!(stream.len() < 2 << 20, "{}", stream.len());
+
+    // Under the default limit (2 GiB here) the same archive is fine.
+    let (stream, summary) = repack(&path, 1, "").unwrap();
+    assert_eq!(summary.bytes, 8 << 20);
+    assert!(stream.len() > 8 << 20);
+    assert_eq!(packager::archive::default_max_unpacked(1 << 20), 2 << 30);
+    assert_eq!(
+        packager::archive::default_max_unpacked(100 << 20),
+        5000 << 20
+    );
+}

@@ -341,6 +341,54 @@ fn hostile_source_archives_are_refused() {
 }
 
 #[test]
+fn a_decompression_bomb_fails_naming_the_archive_and_its_limit_and_leaves_nothing() {
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    let mut files = common::fixture::c_project("bomb", "1.0.0");
+    files.push(("zeros".into(), 0o644, vec![0u8; 8 << 20]));
+    let tgz = common::fixture::tarball("bomb-1.0.0", &files);
+    assert!(tgz.len() < 64 << 10, "a small download: {}", tgz.len());
+    let sum = sha256_hex(&tgz);
+    let url = server.route("/bomb-1.0.0.tar.gz", Route::Body(tgz));
+    ws.write(
+        "bomb/1.0.0.toml",
+        &format!("stack = \"mini\"\n[source]\nurl = \"{url}\"\nsha256 = \"{sum}\"\n[build]\nmax_unpacked_size = \"1M\"\n"),
+    );
+    let o = ws.run(&["build", "bomb", "1.0.0", "--keep"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot unpack the sources"), "{err}");
+    assert!(
+        err.contains(&sum),
+        "the archive is named (its cache file): {err}"
+    );
+    assert!(
+        err.contains("more than 1048576 bytes"),
+        "the limit is named: {err}"
+    );
+    let kept = containers_of(&docker, "bomb");
+    assert_eq!(kept.len(), 1);
+    let listing = std::process::Command::new("docker")
+        .args(["exec", &kept[0].id, "find", "/build/src", "-mindepth", "1"])
+        .output()
+        .unwrap();
+    rt().block_on(docker.remove_container(&kept[0].id)).unwrap();
+    assert!(listing.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&listing.stdout),
+        "",
+        "nothing is left in the work directory"
+    );
+    // Nothing half-made on the host either.
+    let work = ws.cache().join("work");
+    let left: Vec<_> = std::fs::read_dir(&work)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
 fn sigint_during_a_build_exits_130_and_removes_the_container() {
     let docker = docker();
     let server = Server::start();

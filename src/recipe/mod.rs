@@ -224,6 +224,7 @@ struct BuildLayer {
     cpus: Option<Spanned<f64>>,
     pids: Option<Spanned<i64>>,
     root: Option<Spanned<RootLayer>>,
+    max_unpacked_size: Option<Spanned<String>>,
 }
 
 /// `root = true` (every phase) or `root = ["install"]` (those phases).
@@ -421,6 +422,9 @@ pub struct Build {
     /// The phases (`configure`, `build`, `install`) that run as root instead of the build
     /// user, still without capabilities. Empty: none.
     pub root: Vec<String>,
+    /// The most bytes each source or resource archive may unpack to; `None`: 2 GiB or 50 times
+    /// its size, whichever is more.
+    pub max_unpacked_size: Option<u64>,
 }
 
 /// The phases a recipe may ask to run as root.
@@ -452,6 +456,17 @@ impl Limits {
 /// `M`, `G` and `T` (with or without `iB`) are binary, `KB`, `MB`, `GB`, `TB` decimal. At least
 /// 64 MiB.
 pub fn parse_memory(text: &str) -> Result<u64, String> {
+    let bytes = parse_size(text)?;
+    if bytes < 64 * 1024 * 1024 {
+        return Err(format!(
+            "memory `{text}` is below the least a build can use (64M)"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Parses a size in bytes, with the units of [`parse_memory`].
+pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -459,7 +474,7 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
     let (number, unit) = t.split_at(split);
     let number: f64 = number
         .parse()
-        .map_err(|_| format!("`{text}` is not a memory size (e.g. \"8G\" or \"512MiB\")"))?;
+        .map_err(|_| format!("`{text}` is not a size (e.g. \"8G\" or \"512MiB\")"))?;
     let factor: f64 = match unit.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 1.0,
         "K" | "KIB" => 1024.0,
@@ -477,10 +492,8 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
         }
     };
     let bytes = number * factor;
-    if !bytes.is_finite() || bytes < 64.0 * 1024.0 * 1024.0 {
-        return Err(format!(
-            "memory `{text}` is below the least a build can use (64M)"
-        ));
+    if !bytes.is_finite() || bytes < 1.0 {
+        return Err(format!("`{text}` is not a size of at least one byte"));
     }
     Ok(bytes as u64)
 }
@@ -819,6 +832,12 @@ pub fn load(
         over.build.unwrap_or_default(),
     );
     let limits = build_limits(base_f, &bb, over_f, &ob)?;
+    let mut max_unpacked_size = None;
+    for (file, layer) in [(base_f, &bb), (over_f, &ob)] {
+        if let Some(m) = &layer.max_unpacked_size {
+            max_unpacked_size = Some(parse_size(m.get_ref()).map_err(|e| file.error(m.span(), e))?);
+        }
+    }
     // `[build.env]` is a table: merged key by key, the version file winning.
     let mut env_values = BTreeMap::new();
     for (file, table) in [(base_f, &bb.env), (over_f, &ob.env)] {
@@ -876,6 +895,7 @@ pub fn load(
         stack_packages: t.list(packages.as_ref(), &[])?,
         limits,
         root: root_phases(base_f, bb.root, over_f, ob.root)?,
+        max_unpacked_size,
     };
 
     // [test]
