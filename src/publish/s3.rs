@@ -497,6 +497,9 @@ enum Commit {
     Written,
     /// `If-None-Match: *` failed: the object exists.
     Exists,
+    /// 409 on CompleteMultipartUpload: a concurrent conditional write; the upload must start
+    /// again from CreateMultipartUpload (the store may have dropped this one).
+    Restart,
 }
 
 /// The upload to commit.
@@ -507,7 +510,6 @@ enum Body<'a> {
     Multipart {
         upload_id: &'a str,
         parts: &'a [CompletedPart],
-        composite: Option<String>,
     },
 }
 
@@ -780,11 +782,7 @@ impl S3Store {
                         Err(e) => Failure::of(&e),
                     }
                 }
-                Body::Multipart {
-                    upload_id,
-                    parts,
-                    composite,
-                } => {
+                Body::Multipart { upload_id, parts } => {
                     let mut req = self
                         .client
                         .complete_multipart_upload()
@@ -796,9 +794,10 @@ impl S3Store {
                                 .set_parts(Some(parts.to_vec()))
                                 .build(),
                         );
-                    if let Some(c) = composite {
-                        req = req.checksum_sha256(c);
-                    }
+                    // No whole-object `x-amz-checksum-sha256`: the parts list carries every
+                    // part's checksum, so the store verifies every byte, and stores that are
+                    // not AWS refuse the composite (`<b64>-<parts>`) in that header (400
+                    // InvalidRequest). The composite is compared with the store's after.
                     if exclusive {
                         req = req.if_none_match("*");
                     }
@@ -823,6 +822,9 @@ impl S3Store {
             };
             if exclusive && failure.precondition_failed() {
                 return Ok(Commit::Exists);
+            }
+            if failure.conditional_conflict() && matches!(body, Body::Multipart { .. }) {
+                return Ok(Commit::Restart);
             }
             if failure.conditional_conflict() && attempt < CONFLICT_ATTEMPTS {
                 tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
@@ -949,7 +951,8 @@ impl S3Store {
     }
 
     /// Uploads in parts and commits. The upload is aborted on every path but success — and on
-    /// drop.
+    /// drop. A 409 on the completion (a concurrent conditional write) starts a new upload, a
+    /// few times.
     async fn publish_multipart(
         &self,
         a: &Artifact,
@@ -957,6 +960,34 @@ impl S3Store {
         force: bool,
         mut exclusive: bool,
     ) -> Result<(Outcome, Option<String>), PublishError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.multipart_once(a, key, force, &mut exclusive).await? {
+                Some(done) => return Ok(done),
+                None if attempt < CONFLICT_ATTEMPTS => {
+                    tracing::debug!(%key, attempt, "409 on completion: starting the upload again");
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+                None => {
+                    return Err(PublishError::Contended {
+                        location: self.location(key),
+                        attempts: attempt,
+                    });
+                }
+            }
+        }
+    }
+
+    /// One multipart upload from CreateMultipartUpload to its completion; `None` when the
+    /// completion answered 409 (the upload is aborted, start again).
+    async fn multipart_once(
+        &self,
+        a: &Artifact,
+        key: &str,
+        force: bool,
+        exclusive: &mut bool,
+    ) -> Result<Option<(Outcome, Option<String>)>, PublishError> {
         let part_size = self.part_size(a.size);
         let mut create = self
             .client
@@ -991,20 +1022,20 @@ impl S3Store {
             let body = Body::Multipart {
                 upload_id: &upload_id,
                 parts: &parts,
-                composite: composite.clone(),
             };
-            let mut outcome = if exclusive {
+            let mut outcome = if *exclusive {
                 Outcome::Published
             } else {
                 Outcome::Replaced
             };
             loop {
-                match self.commit(key, &body, exclusive).await? {
-                    Commit::Written => return Ok((outcome, composite)),
+                match self.commit(key, &body, *exclusive).await? {
+                    Commit::Written => return Ok(Some((outcome, composite))),
+                    Commit::Restart => return Ok(None),
                     Commit::Exists => match self.resolve_existing(a, key, force).await? {
-                        Some(o) => return Ok((o, None)),
+                        Some(o) => return Ok(Some((o, None))),
                         None => {
-                            exclusive = false;
+                            *exclusive = false;
                             outcome = Outcome::Replaced;
                         }
                     },
@@ -1013,8 +1044,8 @@ impl S3Store {
         }
         .await;
         match &result {
-            Ok((Outcome::Published | Outcome::Replaced, _)) => pending.disarm(),
-            // AlreadyPublished and errors: the parts are not needed.
+            Ok(Some((Outcome::Published | Outcome::Replaced, _))) => pending.disarm(),
+            // AlreadyPublished, a restart and errors: the parts are not needed.
             _ => {
                 if let Err(e) = pending.abort(&self.client).await {
                     tracing::warn!(error = %e, "cannot abort the multipart upload");
@@ -1179,7 +1210,8 @@ impl Store for S3Store {
             };
             loop {
                 match self.commit(&key, &body, exclusive).await? {
-                    Commit::Written => break,
+                    // Only a multipart completion asks for a restart.
+                    Commit::Written | Commit::Restart => break,
                     Commit::Exists => match self.resolve_existing(a, &key, force).await? {
                         Some(o) => {
                             outcome = o;

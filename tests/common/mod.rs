@@ -5,6 +5,7 @@
 pub mod engine;
 pub mod fixture;
 pub mod moto;
+pub mod proxy;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};

@@ -1,0 +1,352 @@
+//! Every guarantee of the S3 store, proven by faults: a fault-injecting proxy on loopback
+//! (tests/common/proxy.rs) in front of moto answers 400/409/412/5xx, holds requests, or cuts
+//! them mid-body, and the store's real aws-sdk-s3 client goes through it. Without
+//! `moto_server` these tests fail, loudly.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::moto::{self, Moto};
+use common::proxy::{Action, Op, Proxy, Rule};
+use common::{bytes, sha256_hex};
+use packager::publish::inventory::{self, Entry};
+use packager::publish::{Artifact, Outcome, PublishError, S3Options, S3Store, Store};
+
+fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(|| {
+        let m = Moto::start();
+        moto::set_env(&m);
+        m
+    })
+}
+
+/// A store on `bucket` (made here) through `endpoint` (the proxy's, or moto's own).
+async fn store(bucket: &str, endpoint: &str, part_size: Option<u64>) -> S3Store {
+    let mut options = S3Options {
+        endpoint: Some(endpoint.to_string()),
+        ..S3Options::default()
+    };
+    if let Some(p) = part_size {
+        options.part_size = p;
+    }
+    S3Store::open(&format!("s3://{bucket}/runtimes"), options)
+        .await
+        .unwrap()
+}
+
+/// A new bucket and a proxy in front of moto.
+async fn setup(bucket: &str) -> Proxy {
+    moto().bucket(bucket).await;
+    Proxy::start(&moto().endpoint)
+}
+
+fn artifact(dir: &Path, name: &str, data: &[u8]) -> Artifact {
+    let path = dir.join(format!("{}-{}", sha256_hex(data), name));
+    std::fs::write(&path, data).unwrap();
+    Artifact {
+        path,
+        name: name.into(),
+        stack: "mini".into(),
+        sha256: sha256_hex(data),
+        size: data.len() as u64,
+        metadata: BTreeMap::new(),
+    }
+}
+
+async fn object(bucket: &str, key: &str) -> Option<Vec<u8>> {
+    let out = moto()
+        .client()
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .ok()?;
+    Some(out.body.collect().await.unwrap().to_vec())
+}
+
+async fn pending_uploads(bucket: &str) -> usize {
+    moto()
+        .client()
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap()
+        .uploads()
+        .len()
+}
+
+const MIB: u64 = 1 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_refuses_the_composite_checksum_header_takes_a_big_publish_by_default() {
+    let proxy = setup("composite").await;
+    // What a production S3-compatible store that is not AWS answers.
+    proxy.add(
+        Rule::new(
+            Op::CompleteMultipartUpload,
+            "/",
+            Action::Respond(
+                400,
+                "<Error><Code>InvalidRequest</Code><Message>invalid x-amz-checksum-sha256 header</Message></Error>".into(),
+            ),
+        )
+        .with_header("x-amz-checksum-sha256")
+        .times(usize::MAX),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    // Past the default part size (64 MiB): a multipart upload with the default options.
+    let data = bytes((64 * MIB + 1) as usize, 7);
+    let a = artifact(tmp.path(), "big-1.0.0.tar.gz", &data);
+    let s = store("composite", &proxy.endpoint, None).await;
+    let published = s.publish(&a, false).await.unwrap();
+    assert_eq!(published.outcome, Outcome::Published);
+    assert_eq!(proxy.count(Op::UploadPart, "big-1.0.0"), 2);
+    let completes: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|r| r.op == Op::CompleteMultipartUpload)
+        .collect();
+    assert_eq!(completes.len(), 1, "{completes:?}");
+    assert!(
+        !completes[0]
+            .headers
+            .iter()
+            .any(|h| h == "x-amz-checksum-sha256"),
+        "{completes:?}"
+    );
+    // Every part carried its own checksum, so the store verified every byte.
+    assert!(
+        proxy
+            .seen()
+            .iter()
+            .filter(|r| r.op == Op::UploadPart)
+            .all(|r| r.headers.iter().any(|h| h == "x-amz-checksum-sha256"))
+    );
+    let stored = object("composite", "runtimes/mini/big-1.0.0.tar.gz")
+        .await
+        .unwrap();
+    assert_eq!(sha256_hex(&stored), a.sha256);
+}
+
+/// Publisher A's write is held by the proxy until B (straight to moto) has published the same
+/// name: A's conditional write then meets B's object.
+async fn race(bucket: &str, held: Op, part_size: Option<u64>, size: usize) {
+    let proxy = setup(bucket).await;
+    proxy.add(Rule::new(
+        held,
+        "race-1.0.0",
+        Action::Delay(Duration::from_secs(3)),
+    ));
+    let tmp = tempfile::tempdir().unwrap();
+    let a = artifact(tmp.path(), "race-1.0.0.tar.gz", &bytes(size, 1));
+    let b = artifact(tmp.path(), "race-1.0.0.tar.gz", &bytes(size, 2));
+    let store_a = store(bucket, &proxy.endpoint, part_size).await;
+    let store_b = store(bucket, &moto().endpoint, part_size).await;
+    let first = tokio::spawn(async move { store_a.publish(&a, false).await });
+    let p = std::sync::Arc::new(proxy);
+    let waiter = p.clone();
+    tokio::task::spawn_blocking(move || waiter.wait_for(held, "race-1.0.0", 1))
+        .await
+        .unwrap();
+    let second = store_b.publish(&b, false).await.unwrap();
+    assert_eq!(second.outcome, Outcome::Published);
+    let first = first.await.unwrap();
+    match first {
+        Err(PublishError::Conflict { .. }) => {}
+        other => panic!("the held publisher must see the conflict, got {other:?}"),
+    }
+    let stored = object(bucket, "runtimes/mini/race-1.0.0.tar.gz")
+        .await
+        .unwrap();
+    assert_eq!(sha256_hex(&stored), b.sha256, "never an overwrite");
+    assert_eq!(pending_uploads(bucket).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_publishers_of_one_object_one_wins_never_an_overwrite() {
+    race("race-put", Op::PutObject, None, 1000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_multipart_publishers_one_wins_never_an_overwrite() {
+    race(
+        "race-multipart",
+        Op::CompleteMultipartUpload,
+        Some(5 * MIB),
+        (11 * MIB) as usize,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_409_on_completion_starts_the_upload_again() {
+    let proxy = setup("conflict").await;
+    proxy.add(Rule::new(
+        Op::CompleteMultipartUpload,
+        "again-1.0.0",
+        Action::Respond(
+            409,
+            "<Error><Code>ConditionalRequestConflict</Code><Message>A conflicting operation occurred</Message></Error>".into(),
+        ),
+    ));
+    let tmp = tempfile::tempdir().unwrap();
+    let a = artifact(
+        tmp.path(),
+        "again-1.0.0.tar.gz",
+        &bytes((11 * MIB) as usize, 3),
+    );
+    let s = store("conflict", &proxy.endpoint, Some(5 * MIB)).await;
+    let published = s.publish(&a, false).await.unwrap();
+    assert_eq!(published.outcome, Outcome::Published);
+    assert_eq!(proxy.count(Op::CreateMultipartUpload, "again-1.0.0"), 2);
+    assert_eq!(proxy.count(Op::UploadPart, "again-1.0.0"), 6);
+    assert_eq!(proxy.count(Op::AbortMultipartUpload, "again-1.0.0"), 1);
+    assert_eq!(pending_uploads("conflict").await, 0);
+    let stored = object("conflict", "runtimes/mini/again-1.0.0.tar.gz")
+        .await
+        .unwrap();
+    assert_eq!(sha256_hex(&stored), a.sha256);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried_with_backoff() {
+    let proxy = setup("retries").await;
+    proxy.add(
+        Rule::new(
+            Op::PutObject,
+            "small-1.0.0",
+            Action::Respond(
+                503,
+                "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>".into(),
+            ),
+        )
+        .times(2),
+    );
+    proxy.add(
+        Rule::new(
+            Op::UploadPart,
+            "big-1.0.0",
+            Action::Respond(
+                500,
+                "<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>".into(),
+            ),
+        )
+        .times(2),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let s = store("retries", &proxy.endpoint, Some(5 * MIB)).await;
+    let small = artifact(tmp.path(), "small-1.0.0.tar.gz", &bytes(1000, 4));
+    let started = std::time::Instant::now();
+    assert_eq!(
+        s.publish(&small, false).await.unwrap().outcome,
+        Outcome::Published
+    );
+    assert_eq!(proxy.count(Op::PutObject, "small-1.0.0"), 3);
+    // Two retries with backoff took a while (jittered, from 200 ms).
+    assert!(
+        started.elapsed() >= Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
+    let big = artifact(
+        tmp.path(),
+        "big-1.0.0.tar.gz",
+        &bytes((6 * MIB) as usize, 5),
+    );
+    assert_eq!(
+        s.publish(&big, false).await.unwrap().outcome,
+        Outcome::Published
+    );
+    assert_eq!(proxy.count(Op::UploadPart, "big-1.0.0"), 4);
+    assert_eq!(pending_uploads("retries").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_connection_leaves_no_object_and_no_pending_parts() {
+    let proxy = setup("cut").await;
+    // Every attempt at part 2, and at the single object, loses its connection mid-body.
+    proxy.add(Rule::new(Op::UploadPart, "partNumber=2", Action::Cut(64 * 1024)).times(usize::MAX));
+    let tmp = tempfile::tempdir().unwrap();
+    let s = store("cut", &proxy.endpoint, Some(5 * MIB)).await;
+    let big = artifact(
+        tmp.path(),
+        "cut-1.0.0.tar.gz",
+        &bytes((11 * MIB) as usize, 6),
+    );
+    let err = s.publish(&big, false).await.unwrap_err();
+    assert!(err.to_string().contains("cut-1.0.0.tar.gz"), "{err}");
+    assert!(proxy.count(Op::UploadPart, "cut-1.0.0") >= 3, "retried");
+    assert_eq!(proxy.count(Op::AbortMultipartUpload, "cut-1.0.0"), 1);
+    assert_eq!(pending_uploads("cut").await, 0, "no pending parts");
+    assert!(
+        object("cut", "runtimes/mini/cut-1.0.0.tar.gz")
+            .await
+            .is_none()
+    );
+
+    proxy.add(Rule::new(Op::PutObject, "small-1.0.0", Action::Cut(100)).times(usize::MAX));
+    let small = artifact(tmp.path(), "small-1.0.0.tar.gz", &bytes(10_000, 7));
+    assert!(s.publish(&small, false).await.is_err());
+    assert!(
+        object("cut", "runtimes/mini/small-1.0.0.tar.gz")
+            .await
+            .is_none()
+    );
+}
+
+fn entry(version: &str) -> Entry {
+    Entry {
+        version: version.into(),
+        os: "linux".into(),
+        arch: "amd64".into(),
+        url: format!("https://example.invalid/race-{version}.tar.gz"),
+        checksum: format!("sha256:{}", "0".repeat(64)),
+        metadata: BTreeMap::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inventory_update_losing_the_if_match_race_reads_again_and_keeps_both() {
+    let proxy = setup("inventory-race").await;
+    let direct = store("inventory-race", &moto().endpoint, None).await;
+    inventory::add(&direct, "mini", "race", entry("1.0.0"))
+        .await
+        .unwrap();
+    // A's conditional write (If-Match the first version) is held while B updates.
+    proxy.add(
+        Rule::new(
+            Op::PutObject,
+            "inventory/race.toml",
+            Action::Delay(Duration::from_secs(2)),
+        )
+        .with_header("if-match"),
+    );
+    let through = store("inventory-race", &proxy.endpoint, None).await;
+    let a =
+        tokio::spawn(async move { inventory::add(&through, "mini", "race", entry("2.0.0")).await });
+    let p = std::sync::Arc::new(proxy);
+    let waiter = p.clone();
+    tokio::task::spawn_blocking(move || waiter.wait_for(Op::PutObject, "inventory/race.toml", 1))
+        .await
+        .unwrap();
+    inventory::add(&direct, "mini", "race", entry("3.0.0"))
+        .await
+        .unwrap();
+    a.await.unwrap().unwrap();
+    // A wrote twice: the held write lost (412) and A read again.
+    assert_eq!(p.count(Op::PutObject, "inventory/race.toml"), 2);
+    let inv = inventory::read(&direct, "mini", "race")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut versions: Vec<String> = inv.artifacts.iter().map(|e| e.version.clone()).collect();
+    versions.sort();
+    assert_eq!(versions, ["1.0.0", "2.0.0", "3.0.0"]);
+}
