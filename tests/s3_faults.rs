@@ -350,3 +350,58 @@ async fn an_inventory_update_losing_the_if_match_race_reads_again_and_keeps_both
     versions.sort();
     assert_eq!(versions, ["1.0.0", "2.0.0", "3.0.0"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_runtime_is_downloaded_once_and_never_seen_partial() {
+    let proxy = setup("requires").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let a = artifact(
+        tmp.path(),
+        "dep-1.0.0.tar.gz",
+        &bytes((20 * MIB) as usize, 8),
+    );
+    let direct = store("requires", &moto().endpoint, None).await;
+    direct.publish(&a, false).await.unwrap();
+
+    // A download that breaks leaves nothing at the destination.
+    let work = tempfile::tempdir().unwrap();
+    let dest = work.path().join("mini-dep-1.0.0.tar.gz");
+    proxy.add(Rule::new(Op::Get, "dep-1.0.0", Action::Cut(0)).times(usize::MAX));
+    let through = store("requires", &proxy.endpoint, None).await;
+    assert!(
+        packager::publish::download_once(&through, "mini", "dep-1.0.0.tar.gz", &dest)
+            .await
+            .is_err()
+    );
+    assert!(!dest.exists(), "no partial file");
+    proxy.clear();
+    let gets_before = proxy.count(Op::Get, "dep-1.0.0");
+
+    // Two jobs needing it at once: one download, both see the whole file.
+    let (x, y) = (through.clone(), through.clone());
+    let (dx, dy) = (dest.clone(), dest.clone());
+    let (rx, ry) = tokio::join!(
+        tokio::spawn(async move {
+            packager::publish::download_once(&x, "mini", "dep-1.0.0.tar.gz", &dx).await?;
+            Ok::<_, PublishError>(sha256_hex(&std::fs::read(&dx).unwrap()))
+        }),
+        tokio::spawn(async move {
+            packager::publish::download_once(&y, "mini", "dep-1.0.0.tar.gz", &dy).await?;
+            Ok::<_, PublishError>(sha256_hex(&std::fs::read(&dy).unwrap()))
+        })
+    );
+    assert_eq!(rx.unwrap().unwrap(), a.sha256);
+    assert_eq!(ry.unwrap().unwrap(), a.sha256);
+    assert_eq!(
+        proxy.count(Op::Get, "dep-1.0.0") - gets_before,
+        1,
+        "one download"
+    );
+    let left: Vec<String> = std::fs::read_dir(work.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".download-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

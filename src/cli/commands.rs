@@ -422,9 +422,7 @@ async fn build(
             for &d in &job.deps {
                 let dep = &plan.jobs[d].recipe;
                 let path = work.join(format!("{}-{}", dep.stack, dep.artifact));
-                if !path.exists() {
-                    store.download(&dep.stack, &dep.artifact, &path).await?;
-                }
+                packager::publish::download_once(store, &dep.stack, &dep.artifact, &path).await?;
                 requires.push(packager::build::Required {
                     artifact: path,
                     prefix: dep.prefix.clone(),

@@ -327,3 +327,51 @@ impl Store for AnyStore {
         each_store!(self, s => s.public_url(stack, name))
     }
 }
+
+/// Makes sure the artifact `<stack>/<name>` of `store` is at `dest` (a runtime a build is
+/// against): downloaded once, whole and verified. Under a lock on `dest`'s `.lock` file, a
+/// `dest` that is already there is used as it is; otherwise the artifact is downloaded into a
+/// temporary file beside it and renamed into place, so that two jobs needing it at the same
+/// time (in this process or another) make one download and neither ever sees a partial file.
+pub async fn download_once(
+    store: &impl Store,
+    stack: &str,
+    name: &str,
+    dest: &std::path::Path,
+) -> Result<(), PublishError> {
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source: std::io::Error| PublishError::Io { path, source }
+    };
+    let dir = dest.parent().unwrap_or(std::path::Path::new("."));
+    let lock_path = {
+        let mut name = dest.file_name().unwrap_or_default().to_os_string();
+        name.push(".lock");
+        dir.join(name)
+    };
+    let opened = lock_path.clone();
+    let lock = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&opened)?;
+        file.lock()?;
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .expect("lock task does not panic")
+    .map_err(io(&lock_path))?;
+    if dest.exists() {
+        drop(lock);
+        return Ok(());
+    }
+    let temp = tempfile::Builder::new()
+        .prefix(".download-")
+        .tempfile_in(dir)
+        .map_err(io(dir))?;
+    store.download(stack, name, temp.path()).await?;
+    temp.persist(dest).map_err(|e| io(dest)(e.error))?;
+    drop(lock);
+    Ok(())
+}
