@@ -97,7 +97,26 @@ impl EngineError {
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(404)
     }
+
+    /// Whether the connection to the engine itself failed or broke (the daemon restarted or
+    /// went away), rather than the engine answering an error: worth running again.
+    pub fn is_connection_lost(&self) -> bool {
+        use bollard::errors::Error as E;
+        matches!(
+            &self.0,
+            E::IOError { .. }
+                | E::HyperResponseError { .. }
+                | E::HyperLegacyError { .. }
+                | E::HttpClientError { .. }
+                | E::RequestTimeoutError
+                | E::SocketNotFoundError(_)
+        )
+    }
 }
+
+/// What to say when the engine connection was lost.
+const CONNECTION_LOST_HINT: &str = "the connection to the Docker engine was lost (did the daemon restart?); \
+run the command again: the next run removes the containers this one left behind";
 
 /// Everything that can go wrong talking to Docker.
 #[derive(Debug, thiserror::Error)]
@@ -234,6 +253,11 @@ impl DockerError {
             ),
             DockerError::ExecFailed { .. } => {
                 Some("the output tail above shows why the command failed".to_owned())
+            }
+            DockerError::Engine { source, .. } | DockerError::Container { source, .. }
+                if source.is_connection_lost() =>
+            {
+                Some(CONNECTION_LOST_HINT.to_owned())
             }
             _ => None,
         }

@@ -88,7 +88,8 @@ impl Rule {
     }
 }
 
-/// One request the proxy saw: its operation, path, the headers' names, and what was done.
+/// One request the proxy saw: its operation, path and query, the headers' names, and whether a
+/// fault was applied.
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub op: Op,
@@ -233,7 +234,7 @@ fn serve(
     };
     seen.lock().unwrap().push(Seen {
         op,
-        path: path.to_string(),
+        path: target.clone(),
         headers: headers
             .iter()
             .map(|(k, _)| k.to_ascii_lowercase())
@@ -262,7 +263,22 @@ fn serve(
             client.flush()?;
             return Ok(());
         }
-        Some(Action::Delay(d)) => std::thread::sleep(d),
+        Some(Action::Delay(d)) => {
+            // Held; a client that gives up meanwhile (an interrupted publisher) is not
+            // forwarded for.
+            let until = std::time::Instant::now() + d;
+            client.set_nonblocking(true)?;
+            while std::time::Instant::now() < until {
+                let mut probe = [0u8; 1];
+                match client.peek(&mut probe) {
+                    Ok(0) => return Ok(()),
+                    Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return Ok(()),
+                    _ => {}
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            client.set_nonblocking(false)?;
+        }
         Some(Action::Cut(n)) => {
             let mut up = TcpStream::connect(upstream)?;
             up.write_all(head(&method, &target, &headers).as_bytes())?;
