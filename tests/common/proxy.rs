@@ -206,7 +206,7 @@ fn serve(
     let mut parts = request_line.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let target = parts.next().unwrap_or("/").to_string();
-    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let (_, query) = target.split_once('?').unwrap_or((&target, ""));
     let op = Op::of(&method, query);
     let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
     let length: usize = header("content-length")
