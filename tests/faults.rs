@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::engine::{containers_of, docker, fixture, rt, workspace};
-use common::moto::{self, Moto};
+use common::moto::Moto;
 use common::proxy::{Action, Op, Proxy, Rule};
 use common::{Workspace, stderr};
 
