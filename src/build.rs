@@ -438,6 +438,28 @@ pub fn labels(recipe: &Recipe, run_id: &str, role: &str) -> BTreeMap<String, Str
     .collect()
 }
 
+/// Removes the containers of this very process (its owner label), except kept ones: the last
+/// step of a run that was interrupted, for a container whose creation was under way when the
+/// signal came (it has no guard yet). Returns their ids.
+pub async fn remove_own(docker: &Docker) -> Result<Vec<String>, DockerError> {
+    let me = owner();
+    let mut removed = Vec::new();
+    for c in docker
+        .list_containers(&[(OWNER_LABEL, Some(me.as_str()))])
+        .await?
+    {
+        if c.names
+            .iter()
+            .any(|n| n.starts_with(crate::docker::KEPT_PREFIX))
+        {
+            continue;
+        }
+        docker.remove_container(&c.id).await?;
+        removed.push(c.id);
+    }
+    Ok(removed)
+}
+
 /// Removes containers left by packager processes on this host that no longer run (killed
 /// runs), except those kept for debugging (named [`crate::docker::KEPT_PREFIX`]…). Returns their
 /// ids.

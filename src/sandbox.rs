@@ -264,8 +264,8 @@ mod tests {
         assert_eq!(
             entries,
             [
-                (".heroku/".to_string(), 1000),
-                (".heroku/python/".to_string(), 1000)
+                (".heroku".to_string(), 1000),
+                (".heroku/python".to_string(), 1000)
             ]
         );
     }

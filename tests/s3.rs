@@ -322,10 +322,31 @@ async fn a_cancelled_multipart_upload_leaves_nothing() {
     )
     .await;
     let a = artifact(tmp.path(), "cut-1.0.0.tar.gz", &bytes(80 << 20, 8));
+    // Started, and known to the publisher: a part of it is uploaded (between the server
+    // creating the upload and its answer arriving, no client can abort it; that is what the
+    // bucket's lifecycle rule is for).
     let started = async {
         loop {
-            if !pending_uploads(bucket).await.is_empty() {
-                break;
+            let c = moto().client();
+            let uploads = c
+                .list_multipart_uploads()
+                .bucket(bucket)
+                .send()
+                .await
+                .unwrap();
+            if let Some(u) = uploads.uploads().first() {
+                // ListParts by hand: moto names its answer's root element ListPartsResponse,
+                // which the SDK refuses.
+                let url = format!(
+                    "{}/{bucket}/{}?uploadId={}",
+                    moto().endpoint,
+                    u.key().unwrap_or_default(),
+                    u.upload_id().unwrap_or_default()
+                );
+                let listing = reqwest::get(&url).await.unwrap().text().await.unwrap();
+                if listing.contains("<Part>") {
+                    break;
+                }
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -98,10 +98,20 @@ fn a_build_that_writes_outside_its_work_directory_and_prefix_fails() {
     let docker = docker();
     let server = Server::start();
     let ws = workspace();
-    for (runtime, target) in [
-        ("writes-etc", "/etc/packager-was-here"),
-        ("writes-app", "/app/not-my-prefix"),
-        ("writes-usr", "/usr/local/bin/evil"),
+    for (runtime, target, why) in [
+        ("writes-etc", "/etc/packager-was-here", None),
+        (
+            "writes-app",
+            "/app/not-my-prefix",
+            Some("Permission denied"),
+        ),
+        ("writes-usr", "/usr/local/bin/evil", None),
+        // World-writable, so only the read-only root file system stops it.
+        (
+            "writes-var-tmp",
+            "/var/tmp/packager-was-here",
+            Some("Read-only file system"),
+        ),
     ] {
         recipe(
             &ws,
@@ -115,10 +125,13 @@ fn a_build_that_writes_outside_its_work_directory_and_prefix_fails() {
         let log = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{log}");
         assert!(log.contains(&format!("touch {target}")), "{log}");
-        assert!(
-            log.contains("Read-only file system") || log.contains("Permission denied"),
-            "{log}"
-        );
+        match why {
+            Some(why) => assert!(log.contains(why), "{target}: {log}"),
+            None => assert!(
+                log.contains("Read-only file system") || log.contains("Permission denied"),
+                "{target}: {log}"
+            ),
+        }
         assert!(containers_of(&docker, runtime).is_empty());
     }
 }

@@ -492,10 +492,21 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        tokio::select! {
+        let result = tokio::select! {
             r = commands::run(&cli) => Ok(r),
             code = interrupted() => Err(code),
+        };
+        if result.is_err() {
+            // The command's guards have removed its containers; one whose creation was under
+            // way when the signal came has none yet: sweep what this process owns.
+            let sweep = async {
+                if let Ok(docker) = packager::docker::Docker::connect().await {
+                    let _ = packager::build::remove_own(&docker).await;
+                }
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(15), sweep).await;
         }
+        result
     });
     // A read of stdin may still block a thread of the runtime; don't wait for it.
     runtime.shutdown_background();
