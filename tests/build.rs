@@ -679,3 +679,58 @@ fn patch_resources_apply_before_configure_and_a_bad_one_names_its_file() {
     );
     assert!(containers_of(&docker, "fixture-patch").is_empty());
 }
+
+#[test]
+fn two_processes_publishing_different_bytes_under_one_name_one_wins() {
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    // Every build of it has other bytes.
+    fixture(
+        &ws,
+        &server,
+        "fixture-race",
+        "[build]\ninstall = [\"make install\", \"head -c 64 /dev/urandom > {prefix}/share/random\"]\n",
+    );
+    let store = ws.dir.path().join("store");
+    let spawn = || {
+        ws.cmd()
+            .args(["build", "fixture-race", "1.0.0", "--store"])
+            .arg(&store)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let codes = [a.status.code(), b.status.code()];
+    assert!(
+        codes.contains(&Some(0)) && codes.contains(&Some(1)),
+        "one wins, one is refused: {codes:?}\n{}\n{}",
+        stderr(&a),
+        stderr(&b)
+    );
+    let (winner, loser) = if a.status.success() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    // Refused when publishing (both built), or when planning (the other had published).
+    assert!(
+        stderr(loser).contains("already exists with different content")
+            || stderr(loser).contains("published with other inputs"),
+        "{}",
+        stderr(loser)
+    );
+    let artifact = store.join("mini/fixture-race-1.0.0.tar.gz");
+    let sha = sha256_hex(&std::fs::read(&artifact).unwrap());
+    assert!(
+        stdout(winner)
+            .trim_end()
+            .ends_with(&format!("sha256:{sha}")),
+        "the store holds the winner's bytes: {}",
+        stdout(winner)
+    );
+    assert!(containers_of(&docker, "fixture-race").is_empty());
+}

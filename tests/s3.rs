@@ -3,16 +3,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::moto::{self, Moto, SECRET_KEY};
+use common::moto::{self, Moto, SECRET_KEY, artifact};
 use common::{bytes, sha256_hex};
 use packager::publish::{
-    AnyStore, Artifact, ChecksumMode, Outcome, PublishError, S3Options, S3Store, Store, Written,
+    AnyStore, ChecksumMode, Outcome, PublishError, S3Options, S3Store, Store, Written,
 };
 
 /// One server for the whole test binary; each test has its own bucket.
@@ -40,22 +39,6 @@ async fn store(bucket: &str, options: S3Options) -> S3Store {
     S3Store::open(&format!("s3://{bucket}/runtimes"), options)
         .await
         .unwrap()
-}
-
-fn artifact(dir: &Path, name: &str, data: &[u8]) -> Artifact {
-    let path = dir.join(format!("{}-{}", sha256_hex(data), name));
-    std::fs::write(&path, data).unwrap();
-    Artifact {
-        path,
-        name: name.into(),
-        stack: "mini".into(),
-        sha256: sha256_hex(data),
-        size: data.len() as u64,
-        metadata: BTreeMap::from([
-            ("recipe-digest".to_string(), "sha256:abc".to_string()),
-            ("packager-version".to_string(), "0.1.0".to_string()),
-        ]),
-    }
 }
 
 async fn download(url: &str) -> Vec<u8> {

@@ -6,15 +6,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::moto::{self, Moto};
+use common::moto::{self, Moto, artifact};
 use common::proxy::{Action, Op, Proxy, Rule};
 use common::{bytes, sha256_hex};
 use packager::publish::inventory::{self, Entry};
-use packager::publish::{Artifact, Outcome, PublishError, S3Options, S3Store, Store};
+use packager::publish::{Outcome, PublishError, S3Options, S3Store, Store};
 
 fn moto() -> &'static Moto {
     static MOTO: OnceLock<Moto> = OnceLock::new();
@@ -43,19 +42,6 @@ async fn store(bucket: &str, endpoint: &str, part_size: Option<u64>) -> S3Store 
 async fn setup(bucket: &str) -> Proxy {
     moto().bucket(bucket).await;
     Proxy::start(&moto().endpoint)
-}
-
-fn artifact(dir: &Path, name: &str, data: &[u8]) -> Artifact {
-    let path = dir.join(format!("{}-{}", sha256_hex(data), name));
-    std::fs::write(&path, data).unwrap();
-    Artifact {
-        path,
-        name: name.into(),
-        stack: "mini".into(),
-        sha256: sha256_hex(data),
-        size: data.len() as u64,
-        metadata: BTreeMap::new(),
-    }
 }
 
 async fn object(bucket: &str, key: &str) -> Option<Vec<u8>> {

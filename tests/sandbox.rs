@@ -6,20 +6,11 @@ mod common;
 
 use std::process::Output;
 
-use common::engine::{containers_of, docker, workspace};
-use common::fixture::{c_project, tarball};
-use common::{Route, Server, Workspace, sha256_hex, stderr};
+use common::engine::{containers_of, docker, fixture_recipe, workspace};
+use common::{Server, Workspace, stderr};
 
-/// Serves fixture `runtime` 1.0.0 and writes its recipe from `body` (TOML after `[source]`).
 fn recipe(ws: &Workspace, server: &Server, runtime: &str, body: &str) {
-    let top = format!("{runtime}-1.0.0");
-    let tgz = tarball(&top, &c_project(runtime, "1.0.0"));
-    let sum = sha256_hex(&tgz);
-    let url = server.route(&format!("/{top}.tar.gz"), Route::Body(tgz));
-    ws.write(
-        &format!("{runtime}/1.0.0.toml"),
-        &format!("stack = \"mini\"\n[source]\nurl = \"{url}\"\nsha256 = \"{sum}\"\n{body}"),
-    );
+    fixture_recipe(ws, server, runtime, body);
 }
 
 /// The commands that print what confines the container, one `key=value` line each (cgroup v1

@@ -41,21 +41,28 @@ pub fn workspace() -> Workspace {
 /// Serves a fixture C project and writes its recipe (`extra` is appended); returns the
 /// tarball's sha256.
 pub fn fixture(ws: &Workspace, server: &Server, runtime: &str, extra: &str) -> String {
+    fixture_recipe(
+        ws,
+        server,
+        runtime,
+        &format!(
+            r#"[test]
+commands = ["{runtime} --version | grep -x '{runtime} 1.0.0'", "{{prefix}}/bin/{runtime}-link tester | grep -x 'hello, tester'"]
+{extra}"#
+        ),
+    )
+}
+
+/// Serves fixture `runtime` 1.0.0 and writes its recipe: the mini stack, the source, then
+/// `body` (TOML); returns the tarball's sha256.
+pub fn fixture_recipe(ws: &Workspace, server: &Server, runtime: &str, body: &str) -> String {
     let top = format!("{runtime}-1.0.0");
     let tgz = tarball(&top, &c_project(runtime, "1.0.0"));
     let sum = sha256_hex(&tgz);
     let url = server.route(&format!("/{top}.tar.gz"), Route::Body(tgz));
     ws.write(
         &format!("{runtime}/1.0.0.toml"),
-        &format!(
-            r#"stack = "mini"
-[source]
-url = "{url}"
-sha256 = "{sum}"
-[test]
-commands = ["{runtime} --version | grep -x '{runtime} 1.0.0'", "{{prefix}}/bin/{runtime}-link tester | grep -x 'hello, tester'"]
-{extra}"#
-        ),
+        &format!("stack = \"mini\"\n[source]\nurl = \"{url}\"\nsha256 = \"{sum}\"\n{body}"),
     );
     sum
 }

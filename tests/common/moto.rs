@@ -147,3 +147,22 @@ pub fn set_env(moto: &Moto) {
         unsafe { std::env::set_var(k, v) };
     }
 }
+
+/// An artifact of `data` written under `dir`, as the stores publish it (stack `mini`, a little
+/// provenance).
+pub fn artifact(dir: &std::path::Path, name: &str, data: &[u8]) -> packager::publish::Artifact {
+    let sha256 = super::sha256_hex(data);
+    let path = dir.join(format!("{sha256}-{name}"));
+    std::fs::write(&path, data).unwrap();
+    packager::publish::Artifact {
+        path,
+        name: name.into(),
+        stack: "mini".into(),
+        sha256,
+        size: data.len() as u64,
+        metadata: std::collections::BTreeMap::from([
+            ("recipe-digest".to_string(), "sha256:abc".to_string()),
+            ("packager-version".to_string(), "0.1.0".to_string()),
+        ]),
+    }
+}
