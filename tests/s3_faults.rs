@@ -229,18 +229,11 @@ async fn server_errors_are_retried_with_backoff() {
     let tmp = tempfile::tempdir().unwrap();
     let s = store("retries", &proxy.endpoint, Some(5 * MIB)).await;
     let small = artifact(tmp.path(), "small-1.0.0.tar.gz", &bytes(1000, 4));
-    let started = std::time::Instant::now();
     assert_eq!(
         s.publish(&small, false).await.unwrap().outcome,
         Outcome::Published
     );
     assert_eq!(proxy.count(Op::PutObject, "small-1.0.0"), 3);
-    // Two retries with backoff took a while (jittered, from 200 ms).
-    assert!(
-        started.elapsed() >= Duration::from_millis(100),
-        "{:?}",
-        started.elapsed()
-    );
     let big = artifact(
         tmp.path(),
         "big-1.0.0.tar.gz",
