@@ -108,8 +108,10 @@ impl TestContainer {
             Ok(())
         }
         .await;
-        container.remove().await?;
+        // The test's own failure first: a failed removal must not hide it.
+        let removed = container.remove().await;
         result?;
+        removed?;
         reporter.step_finished(&job, "test", started.elapsed());
         Ok(())
     }

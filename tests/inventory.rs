@@ -146,3 +146,48 @@ fn libherokubuildpack_reads_what_we_write() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn rebuild_regenerates_from_the_artifacts_and_empties_inventories_left_without_any() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::from_url(dir.path().join("store").to_str().unwrap()).unwrap();
+    let mut a = common::moto::artifact(dir.path(), "demo-1.0.0.tar.gz", b"demo bytes");
+    a.metadata.insert("runtime".into(), "demo".into());
+    a.metadata.insert("version".into(), "1.0.0".into());
+    store.publish(&a, false).await.unwrap();
+    // A stale entry in demo's inventory, and an inventory whose artifacts were all deleted.
+    inventory::add(&store, "mini", "demo", entry("0.9.0", 1))
+        .await
+        .unwrap();
+    inventory::add(&store, "mini", "gone", entry("2.0.0", 2))
+        .await
+        .unwrap();
+    let known = vec!["demo".to_string(), "gone".to_string(), "never".to_string()];
+    let (rebuilt, skipped) = inventory::rebuild(&store, "mini", "linux", "amd64", &known)
+        .await
+        .unwrap();
+    assert!(skipped.is_empty());
+    let counts: Vec<(String, usize)> = rebuilt
+        .iter()
+        .map(|r| (r.runtime.clone(), r.entries))
+        .collect();
+    assert_eq!(counts, [("demo".to_string(), 1), ("gone".to_string(), 0)]);
+    let demo = inventory::read(&store, "mini", "demo")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(demo.artifacts.len(), 1);
+    assert_eq!(demo.artifacts[0].version, "1.0.0");
+    assert_eq!(demo.artifacts[0].checksum, format!("sha256:{}", a.sha256));
+    let gone = inventory::read(&store, "mini", "gone")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(gone.artifacts.is_empty(), "{gone:?}");
+    assert!(
+        inventory::read(&store, "mini", "never")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

@@ -775,8 +775,13 @@ async fn inventory_command(
             Ok(d) => d.engine().await?.arch.as_str().to_string(),
             Err(_) => host_arch().to_string(),
         };
+        let known: Vec<String> = Catalogue::open(&g.recipes)?
+            .runtimes()
+            .map(|r| r.name.to_string())
+            .collect();
         for stack in stacks {
-            let (rebuilt, skipped) = inventory::rebuild(&store, &stack, "linux", &arch).await?;
+            let (rebuilt, skipped) =
+                inventory::rebuild(&store, &stack, "linux", &arch, &known).await?;
             for r in rebuilt {
                 out(&format!(
                     "{}  {} entr{}",

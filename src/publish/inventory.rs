@@ -174,12 +174,14 @@ pub struct Rebuilt {
 
 /// Regenerates the inventories of a stack from the artifacts in the store and their metadata
 /// (repair after manual deletion). Artifacts whose metadata does not name a runtime and version
-/// are returned as skipped. Runtimes with an inventory but no artifact left get an empty one.
+/// are returned as skipped. Each of `known` (the catalogue's runtimes) that has an inventory but
+/// no artifact left gets an empty one.
 pub async fn rebuild(
     store: &impl Store,
     stack: &str,
     os: &str,
     default_arch: &str,
+    known: &[String],
 ) -> Result<(Vec<Rebuilt>, Vec<String>), PublishError> {
     let mut by_runtime: BTreeMap<String, Inventory> = BTreeMap::new();
     let mut skipped = Vec::new();
@@ -205,6 +207,16 @@ pub async fn rebuild(
             metadata: entry_metadata(&stored.metadata),
         };
         by_runtime.entry(runtime.clone()).or_default().upsert(entry);
+    }
+    // Inventories whose artifacts are all gone: emptied, not left listing missing files.
+    for runtime in known {
+        if !by_runtime.contains_key(runtime)
+            && read(store, stack, runtime)
+                .await?
+                .is_some_and(|inv| !inv.artifacts.is_empty())
+        {
+            by_runtime.insert(runtime.clone(), Inventory::default());
+        }
     }
     let mut out = Vec::new();
     for (runtime, fresh) in by_runtime {
