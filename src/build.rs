@@ -105,7 +105,7 @@ pub enum BuildError {
     Unpack {
         /// `runtime version`.
         job: String,
-        /// Why.
+        /// The refused entry (and why), or the read error, naming the archive.
         #[source]
         source: ArchiveError,
     },
@@ -122,7 +122,7 @@ pub enum BuildError {
     Package {
         /// `runtime version`.
         job: String,
-        /// Why.
+        /// What went wrong reading the container's tar stream or writing the artifact.
         #[source]
         source: PackageError,
     },
@@ -146,7 +146,7 @@ pub enum BuildError {
     LinkageScan {
         /// `runtime version`.
         job: String,
-        /// Why.
+        /// What went wrong reading the artifact.
         #[source]
         source: PackageError,
     },

@@ -127,7 +127,7 @@ pub enum DockerError {
     Connect {
         /// The host we tried.
         host: String,
-        /// Why.
+        /// The client library's error: a malformed URL, a missing socket, bad TLS files.
         #[source]
         source: EngineError,
     },

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! `packager` builds the prebuilt runtime binaries that Heroku-style buildpacks download.
 //!
 //! The pipeline is recipe → plan → fetch → stack → build → package → test → publish; each step

@@ -267,7 +267,7 @@ pub enum PackageError {
         prefix: PathBuf,
         /// The entry's path in the stream.
         entry: String,
-        /// Why.
+        /// What makes the entry unsafe or unsupported.
         reason: Refusal,
     },
     /// The temporary spool file next to the destination could not be created or used.

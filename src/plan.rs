@@ -127,7 +127,7 @@ pub struct Job {
     pub deps: Vec<usize>,
     /// What will happen.
     pub status: Status,
-    /// Why.
+    /// Why the status: what is published under that name and with which key, or what blocks it.
     pub reason: String,
     /// Whether a selector picked it (rather than being needed by another job).
     pub selected: bool,

@@ -83,7 +83,7 @@ pub enum StackError {
     Read {
         /// The file or folder.
         path: PathBuf,
-        /// Why.
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
@@ -139,7 +139,7 @@ pub enum StackError {
         stack: String,
         /// The tool.
         tool: String,
-        /// Why.
+        /// The error of starting it (typically: not installed).
         #[source]
         source: std::io::Error,
     },

@@ -196,7 +196,7 @@ pub struct Removed {
     pub path: PathBuf,
     /// Bytes freed.
     pub bytes: u64,
-    /// Why.
+    /// Which rule of the prune removed it (age, size, stale temporary, …).
     pub reason: Reason,
 }
 

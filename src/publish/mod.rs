@@ -136,7 +136,7 @@ pub enum PublishError {
         "{location} kept changing under us ({attempts} attempts); another publisher is very busy"
     )]
     Contended {
-        /// Where.
+        /// The object or document (`s3://…` or a path).
         location: String,
         /// How often we tried.
         attempts: u32,
