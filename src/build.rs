@@ -438,6 +438,14 @@ pub fn labels(recipe: &Recipe, run_id: &str, role: &str) -> BTreeMap<String, Str
     .collect()
 }
 
+/// Whether a container was kept for debugging (`--keep`, named [`crate::docker::KEPT_PREFIX`]…):
+/// the user removes it, never a clean-up.
+fn is_kept(c: &crate::docker::ContainerInfo) -> bool {
+    c.names
+        .iter()
+        .any(|n| n.starts_with(crate::docker::KEPT_PREFIX))
+}
+
 /// Removes the containers of this very process (its owner label), except kept ones: the last
 /// step of a run that was interrupted, for a container whose creation was under way when the
 /// signal came (it has no guard yet). Returns their ids.
@@ -448,10 +456,7 @@ pub async fn remove_own(docker: &Docker) -> Result<Vec<String>, DockerError> {
         .list_containers(&[(OWNER_LABEL, Some(me.as_str()))])
         .await?
     {
-        if c.names
-            .iter()
-            .any(|n| n.starts_with(crate::docker::KEPT_PREFIX))
-        {
+        if is_kept(&c) {
             continue;
         }
         docker.remove_container(&c.id).await?;
@@ -470,11 +475,7 @@ pub async fn remove_orphans(docker: &Docker) -> Result<Vec<String>, DockerError>
         .list_containers(&[(crate::docker::MANAGED_LABEL, None)])
         .await?
     {
-        if c.names
-            .iter()
-            .any(|n| n.starts_with(crate::docker::KEPT_PREFIX))
-        {
-            // Kept for debugging (`--keep`): the user removes it.
+        if is_kept(&c) {
             continue;
         }
         let Some((host, pid)) = c.labels.get(OWNER_LABEL).and_then(|o| o.rsplit_once(':')) else {

@@ -591,6 +591,20 @@ fn raw_entry(builder: &mut tar::Builder<Vec<u8>>, kind: EntryType, name: &[u8], 
     builder.append(&header, data).unwrap();
 }
 
+/// A raw symlink header (its target may be left to a preceding pax or GNU record).
+fn raw_symlink(builder: &mut tar::Builder<Vec<u8>>, name: &[u8], target: &[u8]) {
+    let mut header = Header::new_gnu();
+    let gnu = header.as_gnu_mut().unwrap();
+    gnu.name[..name.len()].copy_from_slice(name);
+    gnu.linkname[..target.len()].copy_from_slice(target);
+    header.set_entry_type(EntryType::Symlink);
+    header.set_mode(0o777);
+    header.set_mtime(0);
+    header.set_size(0);
+    header.set_cksum();
+    builder.append(&header, std::io::empty()).unwrap();
+}
+
 fn refused_tar(tar: Vec<u8>) -> (String, UnsafeReason) {
     let tmp = tempfile::tempdir().unwrap();
     let path = write(tmp.path(), "smuggled.tar.gz", &gzip(&tar));
@@ -675,15 +689,7 @@ fn pax_and_gnu_long_paths_and_link_targets_are_checked_like_short_ones() {
     builder
         .append_pax_extensions([("linkpath", &b"/etc/shadow"[..])])
         .unwrap();
-    let mut header = Header::new_gnu();
-    header.as_gnu_mut().unwrap().name[..8].copy_from_slice(b"pkg/link");
-    header.as_gnu_mut().unwrap().linkname[..4].copy_from_slice(b"file");
-    header.set_entry_type(EntryType::Symlink);
-    header.set_mode(0o777);
-    header.set_mtime(0);
-    header.set_size(0);
-    header.set_cksum();
-    builder.append(&header, std::io::empty()).unwrap();
+    raw_symlink(&mut builder, b"pkg/link", b"file");
     let (entry, reason) = refused_tar(builder.into_inner().unwrap());
     assert_eq!(entry, "pkg/link");
     assert_eq!(
@@ -712,14 +718,7 @@ fn pax_and_gnu_long_paths_and_link_targets_are_checked_like_short_ones() {
         b"././@LongLink",
         b"../../../../../etc\0",
     );
-    let mut header = Header::new_gnu();
-    header.as_gnu_mut().unwrap().name[..8].copy_from_slice(b"pkg/etc2");
-    header.set_entry_type(EntryType::Symlink);
-    header.set_mode(0o777);
-    header.set_mtime(0);
-    header.set_size(0);
-    header.set_cksum();
-    builder.append(&header, std::io::empty()).unwrap();
+    raw_symlink(&mut builder, b"pkg/etc2", b"");
     let (entry, reason) = refused_tar(builder.into_inner().unwrap());
     assert_eq!(entry, "pkg/etc2");
     assert_eq!(

@@ -280,14 +280,7 @@ fn bucket_state(bucket: &str) -> (Vec<String>, usize) {
             .iter()
             .map(|o| o.key().unwrap_or_default().to_string())
             .collect();
-        let pending = c
-            .list_multipart_uploads()
-            .bucket(bucket)
-            .send()
-            .await
-            .unwrap()
-            .uploads()
-            .len();
+        let pending = moto_server().pending_uploads(bucket).await;
         (objects, pending)
     })
 }

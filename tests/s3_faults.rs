@@ -57,15 +57,7 @@ async fn object(bucket: &str, key: &str) -> Option<Vec<u8>> {
 }
 
 async fn pending_uploads(bucket: &str) -> usize {
-    moto()
-        .client()
-        .list_multipart_uploads()
-        .bucket(bucket)
-        .send()
-        .await
-        .unwrap()
-        .uploads()
-        .len()
+    moto().pending_uploads(bucket).await
 }
 
 const MIB: u64 = 1 << 20;

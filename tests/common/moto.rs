@@ -117,6 +117,19 @@ impl Moto {
     }
 
     /// Creates a bucket.
+    /// How many multipart uploads of `bucket` are pending (started, neither completed nor
+    /// aborted).
+    pub async fn pending_uploads(&self, bucket: &str) -> usize {
+        self.client()
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap()
+            .uploads()
+            .len()
+    }
+
     pub async fn bucket(&self, name: &str) {
         self.client()
             .create_bucket()
