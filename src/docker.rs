@@ -283,39 +283,7 @@ impl DockerError {
     }
 }
 
-/// A CPU architecture the engine can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Arch {
-    /// x86-64.
-    Amd64,
-    /// 64-bit ARM.
-    Arm64,
-}
-
-impl Arch {
-    /// The Docker/OCI name: `amd64` or `arm64`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Arch::Amd64 => "amd64",
-            Arch::Arm64 => "arm64",
-        }
-    }
-
-    /// Parses Docker's (`amd64`, `arm64`) and the kernel's (`x86_64`, `aarch64`) spellings.
-    pub fn parse(s: &str) -> Option<Arch> {
-        match s {
-            "amd64" | "x86_64" => Some(Arch::Amd64),
-            "arm64" | "aarch64" => Some(Arch::Arm64),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Arch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::arch::Arch;
 
 /// What the engine says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]

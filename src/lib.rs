@@ -6,6 +6,7 @@
 //! modules never print: they report through [`report::Reporter`] and return errors that carry
 //! what failed and where; the binary renders them.
 
+pub mod arch;
 pub mod archive;
 pub mod build;
 pub mod cache;
