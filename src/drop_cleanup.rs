@@ -21,6 +21,7 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
+    let shown = what.clone();
     let worker = std::thread::Builder::new()
         .name(thread.to_owned())
         .spawn(move || {
@@ -48,7 +49,7 @@ where
         Ok(handle) => {
             let _ = handle.join();
         }
-        Err(e) => tracing::warn!(error = %e, "cannot spawn the thread to {what}"),
+        Err(e) => tracing::warn!(error = %e, "cannot spawn the thread to {shown}"),
     }
 }
 
