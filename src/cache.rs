@@ -63,6 +63,22 @@ impl Cache {
         &self.root
     }
 
+    /// The folder build logs are written to.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join(LOGS)
+    }
+
+    /// A new temporary folder in the work area (`prefix…`, removed when dropped; a stale one
+    /// left by a killed process is removed by `cache prune`). The error names the folder.
+    pub fn work_dir(&self, prefix: &str) -> Result<tempfile::TempDir, (PathBuf, io::Error)> {
+        let dir = self.root.join(WORK);
+        fs_err::create_dir_all(&dir).map_err(|e| (dir.clone(), e))?;
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&dir)
+            .map_err(|e| (dir, e))
+    }
+
     /// Creates the root, the tag and the sources bucket if missing.
     pub fn init(&self) -> io::Result<()> {
         fs_err::create_dir_all(self.root.join(SOURCES))?;

@@ -18,16 +18,16 @@ pub mod fetch;
 pub mod linkage;
 pub mod output_tail;
 pub mod package;
+pub mod pipeline;
 pub mod plan;
 pub mod publish;
 pub mod recipe;
 pub mod redact;
 pub mod report;
+pub mod reproduce;
 pub mod sandbox;
 pub mod schedule;
 pub mod stack;
-pub mod test;
-pub mod verify;
 pub mod version;
 
 pub use error::Error;

@@ -18,7 +18,7 @@ use sha2::Digest;
 use crate::publish::{PublishError, Store};
 use crate::recipe::{Catalogue, LoadOptions, Recipe, RecipeError};
 use crate::stack::{self, StackError};
-use crate::version::{Version, VersionReq};
+use crate::version::Version;
 
 /// Bumped when the artifact layout changes, so every key changes with it.
 pub const ARTIFACT_FORMAT_VERSION: u32 = 1;
@@ -26,6 +26,49 @@ pub const ARTIFACT_FORMAT_VERSION: u32 = 1;
 pub const KEY_METADATA: &str = "build-key";
 /// `{jobs}` as templated for the key (the real value is the machine's).
 const CANONICAL_JOBS: usize = 1;
+
+/// How a recipe is loaded for its build key and provenance digest: `{jobs}` fixed, so that
+/// the machine that plans does not change either.
+pub fn canonical_load_options() -> LoadOptions {
+    LoadOptions {
+        jobs: CANONICAL_JOBS,
+    }
+}
+
+/// A job's build key: the sha256, in hex, of everything its artifact's bytes depend on (see
+/// the module's documentation). Stored with the artifact under [`KEY_METADATA`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
+#[serde(transparent)]
+pub struct BuildKey(String);
+
+impl BuildKey {
+    /// A key as read back (from a store's metadata, or made up in a test).
+    pub fn new(hex: impl Into<String>) -> Self {
+        BuildKey(hex.into())
+    }
+
+    /// The key as stored, 64 hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 12 hex digits, as tables show it.
+    pub fn short(&self) -> &str {
+        short_key(&self.0)
+    }
+}
+
+impl std::fmt::Display for BuildKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for BuildKey {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
 
 /// What went wrong planning.
 #[derive(Debug, thiserror::Error)]
@@ -116,15 +159,19 @@ impl Status {
     }
 }
 
-/// One runtime version to build (or not).
+/// One runtime version to build (or not). It serialises as `--json` prints it: `runtime`,
+/// `version`, `stack`, `artifact`, `key`, `status`, `reason`, `selected` and `requires` (the
+/// names of the jobs it is built against).
 #[derive(Debug, Clone)]
 pub struct Job {
     /// The recipe, templated for this machine.
     pub recipe: Recipe,
-    /// The build key, hex.
-    pub key: String,
+    /// The build key.
+    pub key: BuildKey,
     /// Indices (into [`Plan::jobs`]) of the jobs this one is built against.
     pub deps: Vec<usize>,
+    /// The names (`runtime version`) of those jobs.
+    pub requires: Vec<String>,
     /// What will happen.
     pub status: Status,
     /// Why the status: what is published under that name and with which key, or what blocks it.
@@ -140,11 +187,78 @@ impl Job {
     }
 }
 
-/// The jobs, dependencies first.
-#[derive(Debug, Clone, Default)]
+impl Serialize for Job {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Fields in alphabetical order, as the JSON has always had them.
+        #[derive(Serialize)]
+        struct View<'a> {
+            artifact: &'a str,
+            key: &'a BuildKey,
+            reason: &'a str,
+            requires: &'a [String],
+            runtime: &'a str,
+            selected: bool,
+            stack: &'a str,
+            status: Status,
+            version: String,
+        }
+        View {
+            artifact: &self.recipe.artifact,
+            key: &self.key,
+            reason: &self.reason,
+            requires: &self.requires,
+            runtime: self.recipe.runtime.as_str(),
+            selected: self.selected,
+            stack: &self.recipe.stack,
+            status: self.status,
+            version: self.recipe.version.to_string(),
+        }
+        .serialize(serializer)
+    }
+}
+
+/// The jobs, dependencies first. Serialises as `{"jobs": [...]}` (see [`Job`]).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Plan {
     /// Every job, in an order where each job comes after the jobs it is built against.
     pub jobs: Vec<Job>,
+}
+
+impl Plan {
+    /// The jobs to build, as a GitHub Actions matrix (`strategy.matrix` from `fromJSON`).
+    pub fn github_matrix(&self) -> GithubMatrix {
+        GithubMatrix {
+            include: self
+                .jobs
+                .iter()
+                .filter(|j| j.status == Status::Build)
+                .map(|j| MatrixJob {
+                    runtime: j.recipe.runtime.to_string(),
+                    stack: j.recipe.stack.clone(),
+                    version: j.recipe.version.to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A GitHub Actions matrix: one entry per job to build, each run as
+/// `packager build RUNTIME VERSION` on its own runner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GithubMatrix {
+    /// The jobs.
+    pub include: Vec<MatrixJob>,
+}
+
+/// One job of a [`GithubMatrix`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MatrixJob {
+    /// The runtime.
+    pub runtime: String,
+    /// The stack it builds on.
+    pub stack: String,
+    /// The version.
+    pub version: String,
 }
 
 /// How to plan.
@@ -236,9 +350,7 @@ pub async fn plan(
     let real = LoadOptions {
         jobs: opts.jobs.max(1),
     };
-    let canonical = LoadOptions {
-        jobs: CANONICAL_JOBS,
-    };
+    let canonical = canonical_load_options();
     struct Node {
         recipe: Recipe,
         canon: Recipe,
@@ -258,13 +370,7 @@ pub async fn plan(
         let canon = catalogue.load(&key.0, &key.1, &canonical)?;
         let mut dep_keys = Vec::new();
         for req in &recipe.build.requires {
-            let dep = resolve_requirement(
-                catalogue,
-                &recipe,
-                req.runtime.as_str(),
-                &req.req,
-                &req.text,
-            )?;
+            let dep = resolve_requirement(catalogue, &recipe, req.runtime.as_str(), &req.text)?;
             if !dep_keys.contains(&dep) {
                 dep_keys.push(dep.clone());
             }
@@ -294,7 +400,7 @@ pub async fn plan(
 
     // 4. Keys, in that order (a key includes its dependencies' keys).
     let mut stacks: BTreeMap<String, stack::Stack> = BTreeMap::new();
-    let mut keys: Vec<String> = vec![String::new(); nodes.len()];
+    let mut keys: Vec<BuildKey> = vec![BuildKey::default(); nodes.len()];
     for &i in &order {
         let n = &nodes[i];
         if !stacks.contains_key(&n.recipe.stack) {
@@ -304,7 +410,7 @@ pub async fn plan(
         let stack = &stacks[&n.recipe.stack];
         check_stack_packages(&n.recipe, stack)?;
         let stack_hash = stack.hash.clone();
-        let dep_keys: Vec<String> = deps[i].iter().map(|&d| keys[d].clone()).collect();
+        let dep_keys: Vec<&BuildKey> = deps[i].iter().map(|&d| &keys[d]).collect();
         keys[i] = build_key(&n.canon, &stack_hash, opts.source_date_epoch, &dep_keys);
     }
 
@@ -345,8 +451,10 @@ pub async fn plan(
                 ),
                 None => (Status::Build, "not published".to_string()),
                 Some(s) => match s.metadata.get(KEY_METADATA) {
-                    Some(k) if *k == key && opts.force => (Status::Build, "forced".to_string()),
-                    Some(k) if *k == key => {
+                    Some(k) if key == *k.as_str() && opts.force => {
+                        (Status::Build, "forced".to_string())
+                    }
+                    Some(k) if key == *k.as_str() => {
                         (Status::Skip, "published with the same key".to_string())
                     }
                     other if opts.force => (
@@ -369,10 +477,12 @@ pub async fn plan(
                 },
             }
         };
+        let requires = my_deps.iter().map(|&p| jobs[p].name()).collect();
         jobs.push(Job {
             recipe: n.recipe.clone(),
             key,
             deps: my_deps,
+            requires,
             status,
             reason,
             selected: n.selected,
@@ -386,13 +496,13 @@ pub fn short_key(key: &str) -> &str {
     &key[..key.len().min(12)]
 }
 
-/// A job's build key.
+/// A job's build key, from its recipe as [`canonical_load_options`] loads it.
 pub fn build_key(
     canonical: &Recipe,
     stack_hash: &str,
     source_date_epoch: u64,
-    dep_keys: &[String],
-) -> String {
+    dep_keys: &[&BuildKey],
+) -> BuildKey {
     let mut h = sha2::Sha256::new();
     let mut field = |name: &str, value: &str| {
         h.update(name.as_bytes());
@@ -411,9 +521,9 @@ pub fn build_key(
     let mut sorted = dep_keys.to_vec();
     sorted.sort();
     for k in sorted {
-        field("requires", &k);
+        field("requires", k.as_str());
     }
-    hex::encode(h.finalize())
+    BuildKey(hex::encode(h.finalize()))
 }
 
 /// Orders nodes so that each comes after its dependencies (otherwise in input order); a cycle
@@ -462,11 +572,13 @@ fn topological(names: &[String], deps: &[Vec<usize>]) -> Result<Vec<usize>, Plan
     Ok(out)
 }
 
+/// The version a `requires` entry picks: the highest of those the same words pick on the
+/// command line ([`Catalogue::select`]): a bare version is that version exactly, a range is
+/// the highest version in it.
 fn resolve_requirement(
     catalogue: &Catalogue,
     recipe: &Recipe,
     runtime: &str,
-    req: &VersionReq,
     text: &str,
 ) -> Result<(String, Version), PlanError> {
     let file = recipe.files.last().cloned().unwrap_or_default();
@@ -477,12 +589,14 @@ fn resolve_requirement(
             requirement: text.to_string(),
             problem: format!("there is no runtime `{runtime}`"),
         })?;
-    entry
-        .versions
-        .iter()
-        .rev()
-        .find(|(v, _)| req.matches(v))
-        .map(|(v, _)| (runtime.to_string(), v.clone()))
+    let wanted = text
+        .split_once(char::is_whitespace)
+        .map_or("", |(_, v)| v.trim());
+    catalogue
+        .select(runtime, Some(wanted))
+        .ok()
+        .and_then(|picked| picked.into_iter().max())
+        .map(|v| (runtime.to_string(), v))
         .ok_or_else(|| PlanError::MissingRequirement {
             file,
             requirement: text.to_string(),

@@ -20,6 +20,8 @@ pub trait Reporter: Send + Sync {
     fn step_finished(&self, _job: &str, _step: &str, _elapsed: std::time::Duration) {}
     /// One line of output of a command that job `job` runs in a container.
     fn output(&self, _job: &str, _line: &str) {}
+    /// Job `job` put its artifact in the store and its inventory.
+    fn artifact(&self, _job: &str, _made: &crate::schedule::Made) {}
 }
 
 /// A reporter that shows nothing.

@@ -17,7 +17,7 @@ use crate::plan::{Plan, Status};
 /// How a job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Outcome {
+pub enum JobOutcome {
     /// Built, tested and published.
     Built,
     /// Already published with the same key.
@@ -30,15 +30,15 @@ pub enum Outcome {
     Cancelled,
 }
 
-impl Outcome {
+impl JobOutcome {
     /// The outcome as printed.
     pub fn name(self) -> &'static str {
         match self {
-            Outcome::Built => "built",
-            Outcome::Skipped => "skipped",
-            Outcome::Failed => "failed",
-            Outcome::Blocked => "blocked",
-            Outcome::Cancelled => "cancelled",
+            JobOutcome::Built => "built",
+            JobOutcome::Skipped => "skipped",
+            JobOutcome::Failed => "failed",
+            JobOutcome::Blocked => "blocked",
+            JobOutcome::Cancelled => "cancelled",
         }
     }
 }
@@ -62,7 +62,7 @@ pub struct JobReport {
     /// The version.
     pub version: String,
     /// How it ended.
-    pub outcome: Outcome,
+    pub outcome: JobOutcome,
     /// How long it ran.
     #[serde(serialize_with = "secs")]
     pub duration: Duration,
@@ -98,7 +98,7 @@ impl Report {
     pub fn ok(&self) -> bool {
         self.jobs
             .iter()
-            .all(|j| matches!(j.outcome, Outcome::Built | Outcome::Skipped))
+            .all(|j| matches!(j.outcome, JobOutcome::Built | JobOutcome::Skipped))
     }
 }
 
@@ -131,16 +131,16 @@ where
     let started = Instant::now();
     let parallel = parallel.max(1);
     let n = plan.jobs.len();
-    let mut outcome: Vec<Option<Outcome>> = vec![None; n];
+    let mut outcome: Vec<Option<JobOutcome>> = vec![None; n];
     let mut reason: Vec<Option<String>> = vec![None; n];
     let mut made: HashMap<usize, Made> = HashMap::new();
     let mut durations = vec![Duration::ZERO; n];
     let mut errors = Vec::new();
     for (i, j) in plan.jobs.iter().enumerate() {
         match j.status {
-            Status::Skip => outcome[i] = Some(Outcome::Skipped),
-            Status::Conflict => outcome[i] = Some(Outcome::Failed),
-            Status::Blocked => outcome[i] = Some(Outcome::Blocked),
+            Status::Skip => outcome[i] = Some(JobOutcome::Skipped),
+            Status::Conflict => outcome[i] = Some(JobOutcome::Failed),
+            Status::Blocked => outcome[i] = Some(JobOutcome::Blocked),
             Status::Build => continue,
         }
         reason[i] = Some(j.reason.clone());
@@ -158,15 +158,15 @@ where
                 let bad = plan.jobs[i].deps.iter().copied().find(|&d| {
                     matches!(
                         outcome[d],
-                        Some(Outcome::Failed | Outcome::Blocked | Outcome::Cancelled)
+                        Some(JobOutcome::Failed | JobOutcome::Blocked | JobOutcome::Cancelled)
                     )
                 });
                 if let Some(d) = bad {
-                    outcome[i] = Some(Outcome::Blocked);
+                    outcome[i] = Some(JobOutcome::Blocked);
                     reason[i] = Some(format!(
                         "{} {}",
                         plan.jobs[d].name(),
-                        outcome[d].map_or("", Outcome::name)
+                        outcome[d].map_or("", JobOutcome::name)
                     ));
                 }
             }
@@ -177,10 +177,9 @@ where
                 }
                 let ready = outcome[i].is_none()
                     && !active.contains(&i)
-                    && plan.jobs[i]
-                        .deps
-                        .iter()
-                        .all(|&d| matches!(outcome[d], Some(Outcome::Built | Outcome::Skipped)));
+                    && plan.jobs[i].deps.iter().all(|&d| {
+                        matches!(outcome[d], Some(JobOutcome::Built | JobOutcome::Skipped))
+                    });
                 if !ready {
                     continue;
                 }
@@ -204,11 +203,11 @@ where
         durations[i] = took;
         match result {
             Ok(m) => {
-                outcome[i] = Some(Outcome::Built);
+                outcome[i] = Some(JobOutcome::Built);
                 made.insert(i, m);
             }
             Err(e) => {
-                outcome[i] = Some(Outcome::Failed);
+                outcome[i] = Some(JobOutcome::Failed);
                 reason[i] = Some(e.to_string());
                 errors.push((i, e));
                 if fail_fast && !stopping {
@@ -216,7 +215,7 @@ where
                     // Cancel the running jobs: dropping them removes their containers.
                     drop(std::mem::take(&mut running));
                     for j in active.drain() {
-                        outcome[j] = Some(Outcome::Cancelled);
+                        outcome[j] = Some(JobOutcome::Cancelled);
                         reason[j] = Some("cancelled by --fail-fast".into());
                     }
                 }
@@ -225,7 +224,7 @@ where
     }
     for i in 0..n {
         if outcome[i].is_none() {
-            outcome[i] = Some(Outcome::Cancelled);
+            outcome[i] = Some(JobOutcome::Cancelled);
             reason[i] = Some("not started: --fail-fast".into());
         }
     }
@@ -291,8 +290,9 @@ mod tests {
                 .unwrap();
                 Job {
                     recipe,
-                    key: format!("{i}"),
+                    key: crate::plan::BuildKey::new(format!("{i}")),
                     deps: d.to_vec(),
+                    requires: Vec::new(),
                     status: *s,
                     reason: String::new(),
                     selected: true,

@@ -14,7 +14,7 @@ fn entry(version: &str, sum_byte: u8) -> Entry {
     Entry {
         version: version.into(),
         os: "linux".into(),
-        arch: "amd64".into(),
+        arch: packager::arch::Arch::Amd64,
         url: format!("https://example.invalid/bookworm/demo-{version}.tar.gz"),
         checksum: format!("sha256:{}", hex::encode([sum_byte; 32])),
         metadata: [
@@ -163,9 +163,10 @@ async fn rebuild_regenerates_from_the_artifacts_and_empties_inventories_left_wit
         .await
         .unwrap();
     let known = vec!["demo".to_string(), "gone".to_string(), "never".to_string()];
-    let (rebuilt, skipped) = inventory::rebuild(&store, "mini", "linux", "amd64", &known)
-        .await
-        .unwrap();
+    let (rebuilt, skipped) =
+        inventory::rebuild(&store, "mini", "linux", packager::arch::Arch::Amd64, &known)
+            .await
+            .unwrap();
     assert!(skipped.is_empty());
     let counts: Vec<(String, usize)> = rebuilt
         .iter()

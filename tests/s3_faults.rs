@@ -276,7 +276,7 @@ fn entry(version: &str) -> Entry {
     Entry {
         version: version.into(),
         os: "linux".into(),
-        arch: "amd64".into(),
+        arch: packager::arch::Arch::Amd64,
         url: format!("https://example.invalid/race-{version}.tar.gz"),
         checksum: format!("sha256:{}", "0".repeat(64)),
         metadata: BTreeMap::new(),

@@ -79,6 +79,35 @@ pub struct Ui {
     multi: MultiProgress,
     bars: Mutex<HashMap<u64, ProgressBar>>,
     steps: Mutex<HashMap<String, ProgressBar>>,
+    artifact_lines: std::sync::atomic::AtomicBool,
+}
+
+/// Rows as a table with a header, columns padded to their widest cell, two spaces apart, each
+/// line ending in a newline.
+pub fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let header = header.map(String::from);
+    let mut widths = [0usize; N];
+    for row in std::iter::once(&header).chain(rows) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    for row in std::iter::once(&header).chain(rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:w$}"))
+            .collect();
+        text.push_str(line.join("  ").trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// A size as people read it: `1.6 KiB`, `124.2 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
 }
 
 impl Ui {
@@ -96,6 +125,7 @@ impl Ui {
             multi: MultiProgress::with_draw_target(target),
             bars: Mutex::new(HashMap::new()),
             steps: Mutex::new(HashMap::new()),
+            artifact_lines: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -112,54 +142,37 @@ impl Ui {
         if self.quiet {
             return;
         }
-        let mut rows = vec![[
-            "RUNTIME".to_string(),
-            "VERSION".into(),
-            "STATUS".into(),
-            "DURATION".into(),
-            "SIZE".into(),
-            "SHA256".into(),
-            "NOTE".into(),
-        ]];
-        for j in &report.jobs {
-            rows.push([
-                j.runtime.clone(),
-                j.version.clone(),
-                j.outcome.name().to_string(),
-                if j.duration.is_zero() {
-                    "-".into()
-                } else {
-                    format!("{:.1}s", j.duration.as_secs_f64())
-                },
-                j.made
-                    .as_ref()
-                    .map_or("-".into(), |m| indicatif::HumanBytes(m.size).to_string()),
-                j.made
-                    .as_ref()
-                    .map_or("-".into(), |m| m.sha256.chars().take(12).collect()),
-                j.reason
-                    .as_deref()
-                    .and_then(|r| r.lines().next())
-                    .unwrap_or("")
-                    .to_string(),
-            ]);
-        }
-        let mut widths = [0usize; 7];
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let mut text = String::new();
-        for row in &rows {
-            let cells: Vec<String> = row
-                .iter()
-                .zip(widths)
-                .map(|(c, w)| format!("{c:w$}"))
-                .collect();
-            text.push_str(cells.join("  ").trim_end());
-            text.push('\n');
-        }
+        let rows: Vec<[String; 7]> = report
+            .jobs
+            .iter()
+            .map(|j| {
+                [
+                    j.runtime.clone(),
+                    j.version.clone(),
+                    j.outcome.name().to_string(),
+                    if j.duration.is_zero() {
+                        "-".into()
+                    } else {
+                        format!("{:.1}s", j.duration.as_secs_f64())
+                    },
+                    j.made.as_ref().map_or("-".into(), |m| human_bytes(m.size)),
+                    j.made
+                        .as_ref()
+                        .map_or("-".into(), |m| m.sha256.chars().take(12).collect()),
+                    j.reason
+                        .as_deref()
+                        .and_then(|r| r.lines().next())
+                        .unwrap_or("")
+                        .to_string(),
+                ]
+            })
+            .collect();
+        let mut text = table(
+            &[
+                "RUNTIME", "VERSION", "STATUS", "DURATION", "SIZE", "SHA256", "NOTE",
+            ],
+            &rows,
+        );
         text.push_str(&format!(
             "wall {:.1}s, job time {:.1}s, parallel efficiency {:.0}% (-j {parallel})",
             report.wall.as_secs_f64(),
@@ -167,6 +180,13 @@ impl Ui {
             report.efficiency * 100.0
         ));
         self.line(&text);
+    }
+
+    /// Whether each artifact put in the store is printed on stdout as it is (`location  size
+    /// sha256:…`): on for `build`, off for `build --json`.
+    pub fn print_artifacts(&self, on: bool) {
+        self.artifact_lines
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether only errors are shown.
@@ -274,6 +294,16 @@ impl Reporter for Ui {
     fn output(&self, _job: &str, line: &str) {
         if self.verbose {
             self.line(&format!("{DIM}  | {DIM:#}{line}"));
+        }
+    }
+
+    fn artifact(&self, _job: &str, made: &packager::schedule::Made) {
+        if self
+            .artifact_lines
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let line = format!("{}  {}  sha256:{}", made.location, made.size, made.sha256);
+            self.multi.suspend(|| super::commands::out(&line).ok());
         }
     }
 }

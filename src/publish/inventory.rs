@@ -38,8 +38,8 @@ pub struct Entry {
     pub version: String,
     /// `linux`.
     pub os: String,
-    /// `amd64` or `arm64`.
-    pub arch: String,
+    /// The architecture it was built for.
+    pub arch: crate::arch::Arch,
     /// Where buildpacks download it.
     pub url: String,
     /// `sha256:<hex>`.
@@ -180,7 +180,7 @@ pub async fn rebuild(
     store: &impl Store,
     stack: &str,
     os: &str,
-    default_arch: &str,
+    default_arch: crate::arch::Arch,
     known: &[String],
 ) -> Result<(Vec<Rebuilt>, Vec<String>), PublishError> {
     let mut by_runtime: BTreeMap<String, Inventory> = BTreeMap::new();
@@ -196,8 +196,8 @@ pub async fn rebuild(
         let arch = stored
             .metadata
             .get("arch")
-            .cloned()
-            .unwrap_or_else(|| default_arch.to_string());
+            .and_then(|a| crate::arch::Arch::parse(a))
+            .unwrap_or(default_arch);
         let entry = Entry {
             version: version.clone(),
             os: os.to_string(),
@@ -245,7 +245,7 @@ mod tests {
         Entry {
             version: version.into(),
             os: "linux".into(),
-            arch: arch.into(),
+            arch: crate::arch::Arch::parse(arch).unwrap(),
             url: format!("https://example.invalid/lua-{version}.tar.gz"),
             checksum: format!("sha256:{sum}"),
             metadata: [("recipe-digest".to_string(), "sha256:00".to_string())].into(),
@@ -263,7 +263,7 @@ mod tests {
         let got: Vec<(String, String, String)> = inv
             .artifacts
             .iter()
-            .map(|e| (e.version.clone(), e.arch.clone(), e.checksum.clone()))
+            .map(|e| (e.version.clone(), e.arch.to_string(), e.checksum.clone()))
             .collect();
         assert_eq!(
             got,

@@ -15,23 +15,19 @@
 //! future is dropped (Ctrl-C), by [`ContainerGuard`].
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::archive::{self, ArchiveError};
-use crate::docker::{
-    BindMount, ContainerGuard, ContainerSpec, Docker, DockerError, ExecSpec, OutputStream,
-};
-use crate::fetch::{Download, FetchError, Fetched, Fetcher};
-use crate::package::{self, PackageError, PackageOptions};
+use crate::archive;
+use crate::docker::{BindMount, ContainerGuard, ContainerSpec, Docker, ExecSpec};
+use crate::fetch::{Download, Fetched, Fetcher};
+use crate::package::{self, PackageOptions};
 use crate::recipe::Recipe;
 use crate::report::Reporter;
-use crate::stack::{self, EnsuredImage, StackError};
+use crate::stack::{self, EnsuredImage};
 
 /// Where sources are unpacked and phases run, inside the build container.
 pub const SOURCE_DIR: &str = "/build/src";
@@ -45,8 +41,18 @@ pub const VERSION_LABEL: &str = "packager.version";
 pub const RUN_LABEL: &str = "packager.run";
 /// Label: the process that owns a container, `host:pid`, so a later run can tell orphans.
 pub const OWNER_LABEL: &str = "packager.owner";
-/// Label: `build` or `test`.
-pub const ROLE_LABEL: &str = "packager.role";
+/// Label: what a container is for, `build` or `test` (stack images carry their own role label).
+pub const CONTAINER_ROLE_LABEL: &str = "packager.role";
+
+mod container;
+mod error;
+pub mod test;
+
+pub use container::{
+    BuildLog, container_env, labels, owner, remove_orphans, remove_own, short, upload_artifact,
+};
+pub(crate) use container::{run_commands, writer_stream};
+pub use error::{BuildError, Failure};
 
 /// A build phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,170 +94,6 @@ impl std::fmt::Display for Phase {
     }
 }
 
-/// What went wrong building.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// Fetching a source or resource failed.
-    #[error(transparent)]
-    Fetch(#[from] FetchError),
-    /// The stack could not be loaded or its image made.
-    #[error(transparent)]
-    Stack(#[from] StackError),
-    /// The engine failed.
-    #[error(transparent)]
-    Docker(#[from] DockerError),
-    /// A source archive was refused or could not be read.
-    #[error("cannot unpack the sources of {job}")]
-    Unpack {
-        /// `runtime version`.
-        job: String,
-        /// The refused entry (and why), or the read error, naming the archive.
-        #[source]
-        source: ArchiveError,
-    },
-    /// A command of a phase exited non-zero.
-    #[error("{phase} of {failure}")]
-    Phase {
-        /// The phase.
-        phase: Phase,
-        /// What failed.
-        failure: Box<Failure>,
-    },
-    /// The artifact could not be made.
-    #[error("cannot package the prefix of {job}")]
-    Package {
-        /// `runtime version`.
-        job: String,
-        /// What went wrong reading the container's tar stream or writing the artifact.
-        #[source]
-        source: PackageError,
-    },
-    /// A test command failed.
-    #[error("test of {0}")]
-    Test(Box<Failure>),
-    /// The linkage gate found ELF files whose libraries the run image cannot provide.
-    #[error("test of {job} failed: libraries missing in the run image {image}\n{}\nfull log: {}", missing_block(.report), log.display())]
-    Linkage {
-        /// `runtime version`.
-        job: String,
-        /// The run image.
-        image: String,
-        /// What the gate found.
-        report: Box<crate::linkage::Report>,
-        /// The log file.
-        log: PathBuf,
-    },
-    /// An artifact could not be read for the linkage gate.
-    #[error("cannot read the artifact of {job} for the linkage gate")]
-    LinkageScan {
-        /// `runtime version`.
-        job: String,
-        /// What went wrong reading the artifact.
-        #[source]
-        source: PackageError,
-    },
-    /// The log or a work file could not be written.
-    #[error("cannot write {}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The io error.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// A command that exited non-zero in a build or test container.
-#[derive(Debug)]
-pub struct Failure {
-    /// `runtime version`.
-    pub job: String,
-    /// The command.
-    pub command: String,
-    /// Its exit code.
-    pub exit_code: i64,
-    /// The last lines of its output.
-    pub tail: Vec<String>,
-    /// The log file.
-    pub log: PathBuf,
-    /// What to run to debug it.
-    pub debug: String,
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} failed: `{}` exited with code {}\n{}\nfull log: {}",
-            self.job,
-            self.command,
-            self.exit_code,
-            tail_block(&self.tail),
-            self.log.display()
-        )
-    }
-}
-
-fn missing_block(report: &crate::linkage::Report) -> String {
-    report
-        .missing
-        .iter()
-        .map(|(file, libs)| format!("  {file}: {}", libs.join(", ")))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn tail_block(tail: &[String]) -> String {
-    if tail.is_empty() {
-        return "  (no output)".into();
-    }
-    tail.iter()
-        .map(|l| format!("  | {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-impl BuildError {
-    /// What the user can do, when there is something.
-    pub fn hint(&self) -> Option<String> {
-        match self {
-            BuildError::Fetch(e) => e.hint(),
-            BuildError::Stack(e) => e.hint(),
-            BuildError::Docker(e) => e.hint(),
-            BuildError::Phase { failure, .. } | BuildError::Test(failure) => {
-                Some(failure.debug.clone())
-            }
-            BuildError::Linkage { report, .. } => {
-                let libs: std::collections::BTreeSet<&str> = report
-                    .missing
-                    .values()
-                    .flatten()
-                    .map(String::as_str)
-                    .collect();
-                let libs: Vec<&str> = libs.into_iter().collect();
-                Some(format!(
-                    "the artifact was not published; add the package that provides {} to the stack's run image (`[run.bootstrap] packages`), remove the file that needs it in `install`, or allow it by name: `[test] allow_missing = [{}]`",
-                    libs.join(", "),
-                    libs.iter()
-                        .map(|l| format!("\"{l}\""))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            }
-            BuildError::Unpack {
-                source: ArchiveError::TooLarge { .. },
-                ..
-            } => Some(
-                "if the source really is that big, raise `[build] max_unpacked_size` in the recipe (e.g. \"8G\")".into(),
-            ),
-            BuildError::Unpack { .. } => Some(
-                "the source archive is refused as unsafe or unreadable; check the recipe's URL and checksum".into(),
-            ),
-            _ => None,
-        }
-    }
-}
-
 /// Options of one build.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -289,263 +131,6 @@ impl Default for BuildOptions {
             source_date_epoch: package::DEFAULT_MTIME,
             requires: Vec::new(),
         }
-    }
-}
-
-/// A per-build log file.
-pub struct BuildLog {
-    path: PathBuf,
-    file: std::io::LineWriter<fs_err::File>,
-}
-
-impl BuildLog {
-    /// Creates `dir/<name>.log`.
-    pub fn create(dir: &Path, name: &str) -> Result<Self, BuildError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| BuildError::Io { path, source }
-        };
-        fs_err::create_dir_all(dir).map_err(io(dir))?;
-        let path = dir.join(format!("{name}.log"));
-        let file = fs_err::File::create(&path).map_err(io(&path))?;
-        Ok(BuildLog {
-            path,
-            file: std::io::LineWriter::new(file),
-        })
-    }
-
-    /// Opens an existing log to append to it.
-    pub fn append(path: &Path) -> Result<Self, BuildError> {
-        let file = fs_err::OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(|source| BuildError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        Ok(BuildLog {
-            path: path.to_path_buf(),
-            file: std::io::LineWriter::new(file),
-        })
-    }
-
-    /// The log's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Appends a line (write errors are remembered by the OS and surface at flush).
-    pub fn line(&mut self, line: &str) {
-        let _ = writeln!(self.file, "{line}");
-    }
-
-    /// Flushes to disk.
-    pub fn flush(&mut self) -> Result<(), BuildError> {
-        self.file.flush().map_err(|source| BuildError::Io {
-            path: self.path.clone(),
-            source,
-        })
-    }
-}
-
-/// Runs shell commands in a container, logging and reporting every line; returns the first
-/// failing command with its exit code and output tail.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn run_commands(
-    container: &ContainerGuard,
-    commands: &[String],
-    working_dir: &str,
-    user: Option<&str>,
-    job: &str,
-    log: &mut BuildLog,
-    reporter: &dyn Reporter,
-) -> Result<Option<(String, i64, Vec<String>)>, BuildError> {
-    for command in commands {
-        log.line(&format!("$ {command}"));
-        reporter.output(job, &format!("$ {command}"));
-        let mut spec = ExecSpec::shell(command.clone()).working_dir(working_dir);
-        spec.user = user.map(str::to_string);
-        let result = container
-            .exec(&spec, &mut |_stream: OutputStream, line: &str| {
-                log.line(line);
-                reporter.output(job, line);
-            })
-            .await?;
-        if result.exit_code != 0 {
-            log.line(&format!("# exit code {}", result.exit_code));
-            log.flush()?;
-            return Ok(Some((command.clone(), result.exit_code, result.tail)));
-        }
-    }
-    log.flush()?;
-    Ok(None)
-}
-
-/// The container environment of a build or test: nothing from the host, only this.
-pub fn container_env(
-    recipe: &Recipe,
-    requires: &[Required],
-    jobs: usize,
-    source_date_epoch: u64,
-) -> Vec<(String, String)> {
-    // The runtime's own programs first, then those of what it is built against (each at its
-    // own prefix), then the system's.
-    let mut path = vec![format!("{}/bin", recipe.prefix)];
-    for r in requires {
-        let bin = format!("{}/bin", r.prefix);
-        if !path.contains(&bin) {
-            path.push(bin);
-        }
-    }
-    path.push("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-    let mut env: BTreeMap<String, String> = [
-        ("PATH", path.join(":")),
-        ("HOME", crate::sandbox::HOME.into()),
-        ("LANG", "C.UTF-8".into()),
-        ("PREFIX", recipe.prefix.clone()),
-        ("JOBS", jobs.to_string()),
-        ("SOURCE_DATE_EPOCH", source_date_epoch.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    env.extend(recipe.build.env.clone());
-    env.into_iter().collect()
-}
-
-/// `host:pid` of this process, for the owner label.
-pub fn owner() -> String {
-    format!("{}:{}", hostname(), std::process::id())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
-}
-
-/// Labels of a container of this run.
-pub fn labels(recipe: &Recipe, run_id: &str, role: &str) -> BTreeMap<String, String> {
-    [
-        (RUNTIME_LABEL, recipe.runtime.to_string()),
-        (VERSION_LABEL, recipe.version.to_string()),
-        (RUN_LABEL, run_id.to_string()),
-        (OWNER_LABEL, owner()),
-        (ROLE_LABEL, role.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
-}
-
-/// Whether a container was kept for debugging (`--keep`, named [`crate::docker::KEPT_PREFIX`]…):
-/// the user removes it, never a clean-up.
-fn is_kept(c: &crate::docker::ContainerInfo) -> bool {
-    c.names
-        .iter()
-        .any(|n| n.starts_with(crate::docker::KEPT_PREFIX))
-}
-
-/// Removes the containers of this very process (its owner label), except kept ones: the last
-/// step of a run that was interrupted, for a container whose creation was under way when the
-/// signal came (it has no guard yet). Returns their ids.
-pub async fn remove_own(docker: &Docker) -> Result<Vec<String>, DockerError> {
-    let me = owner();
-    let mut removed = Vec::new();
-    for c in docker
-        .list_containers(&[(OWNER_LABEL, Some(me.as_str()))])
-        .await?
-    {
-        if is_kept(&c) {
-            continue;
-        }
-        docker.remove_container(&c.id).await?;
-        removed.push(c.id);
-    }
-    Ok(removed)
-}
-
-/// Removes containers left by packager processes on this host that no longer run (killed
-/// runs), except those kept for debugging (named [`crate::docker::KEPT_PREFIX`]…). Returns their
-/// ids.
-pub async fn remove_orphans(docker: &Docker) -> Result<Vec<String>, DockerError> {
-    let me = hostname();
-    let mut removed = Vec::new();
-    for c in docker
-        .list_containers(&[(crate::docker::MANAGED_LABEL, None)])
-        .await?
-    {
-        if is_kept(&c) {
-            continue;
-        }
-        let Some((host, pid)) = c.labels.get(OWNER_LABEL).and_then(|o| o.rsplit_once(':')) else {
-            continue;
-        };
-        if host == me && !Path::new("/proc").join(pid).exists() {
-            docker.remove_container(&c.id).await?;
-            removed.push(c.id);
-        }
-    }
-    Ok(removed)
-}
-
-/// Makes a byte stream for the engine from a blocking writer function run on its own thread:
-/// what `write` writes is sent in chunks; an error it returns ends the stream with an error
-/// (so the engine aborts the upload) and is handed back through the returned handle.
-pub(crate) fn writer_stream<T, F>(
-    write: F,
-) -> (
-    impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
-    tokio::task::JoinHandle<T>,
-)
-where
-    T: Send + 'static,
-    F: FnOnce(&mut dyn Write) -> (T, bool) + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
-    let handle = tokio::task::spawn_blocking(move || {
-        let mut w = ChannelWriter {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(CHUNK),
-        };
-        let (value, ok) = write(&mut w);
-        if ok {
-            let _ = w.flush();
-        } else {
-            let _ = tx.blocking_send(Err(std::io::Error::other("the tar stream was aborted")));
-        }
-        value
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    (stream, handle)
-}
-
-const CHUNK: usize = 256 * 1024;
-
-struct ChannelWriter {
-    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
-    buf: Vec<u8>,
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upload ended"))
     }
 }
 
@@ -653,7 +238,7 @@ impl Builder {
 
     /// The logs folder.
     pub fn logs_dir(&self) -> PathBuf {
-        self.cache_dir().join("logs")
+        self.fetcher.cache().logs_dir()
     }
 
     /// A new log in the logs folder: `<runtime>-<version><kind>-<time>-<run>.log`.
@@ -711,7 +296,7 @@ impl Builder {
             artifact.display(),
             job_name(recipe)
         ));
-        let tester = crate::test::TestContainer::start(
+        let tester = test::TestContainer::start(
             &self.docker,
             &run_image.reference,
             recipe,
@@ -754,7 +339,7 @@ impl Builder {
 
         let (built, tester) = tokio::join!(
             self.build_only(recipe, opts, image, on_failure),
-            crate::test::TestContainer::start(
+            test::TestContainer::start(
                 &self.docker,
                 &run_image.reference,
                 recipe,
@@ -1041,20 +626,11 @@ impl Builder {
         let reporter = &*self.reporter;
         let started = Instant::now();
         reporter.step_started(job, "package");
-        let work = tempfile::Builder::new()
-            .prefix("artifact-")
-            .tempdir_in({
-                let d = self.cache_dir().join("work");
-                fs_err::create_dir_all(&d).map_err(|source| BuildError::Io {
-                    path: d.clone(),
-                    source,
-                })?;
-                d
-            })
-            .map_err(|source| BuildError::Io {
-                path: self.cache_dir().join("work"),
-                source,
-            })?;
+        let work = self
+            .fetcher
+            .cache()
+            .work_dir("artifact-")
+            .map_err(|(path, source)| BuildError::Io { path, source })?;
         let dest = work.path().join(&recipe.artifact);
         let stream = container.download(&recipe.prefix).map(|item| {
             item.map_err(|e| std::io::Error::other(crate::redact::redact_url(&e.to_string())))
@@ -1142,35 +718,19 @@ impl Builder {
     }
 }
 
+/// A new id for one invocation's containers (the [`RUN_LABEL`]): eight hex digits from the
+/// time and the process id.
+pub fn new_run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{:08x}",
+        (nanos as u64 ^ (std::process::id() as u64) << 32) & 0xffff_ffff
+    )
+}
+
 /// `runtime version`, the name of a job in reports and errors.
 pub fn job_name(recipe: &Recipe) -> String {
     format!("{} {}", recipe.runtime, recipe.version)
-}
-
-/// Extracts an artifact at `prefix` (an existing folder) in a sandboxed container, every
-/// entry owned by the build user, as a buildpack's unpacking leaves it on a dyno.
-pub async fn upload_artifact(
-    container: &ContainerGuard,
-    artifact: &Path,
-    prefix: &str,
-) -> Result<(), BuildError> {
-    let path = artifact.to_path_buf();
-    let (stream, handle) = writer_stream(move |out| {
-        let r = package::write_owned_tar(&path, crate::sandbox::OWNER, out);
-        let ok = r.is_ok();
-        (r, ok)
-    });
-    let uploaded = container.upload(prefix, stream).await;
-    let written = handle.await.expect("tar task does not panic");
-    written.map_err(|source| BuildError::Package {
-        job: artifact.display().to_string(),
-        source,
-    })?;
-    uploaded?;
-    Ok(())
-}
-
-/// The short form of a container id.
-pub fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
 }

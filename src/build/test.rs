@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::build::{
+use super::{
     BuildError, BuildLog, Failure, Required, container_env, labels, run_commands, upload_artifact,
 };
 use crate::docker::{ContainerGuard, ContainerSpec, Docker, ExecSpec};

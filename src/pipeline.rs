@@ -1,0 +1,589 @@
+//! The pipeline end to end, as the commands use it: a [`Pipeline`] plans a selection, runs the
+//! plan (each job built, tested, published and entered in its inventory, the runtimes it is
+//! built against taken from the store once), rebuilds a version to check that it is
+//! reproducible, and tests a published artifact again.
+//!
+//! It owns no mechanism of its own: planning is [`crate::plan`], scheduling
+//! [`crate::schedule`], building and testing [`crate::build`], publishing [`crate::publish`].
+//! What it adds is the order between them — an artifact is in the store, verified, before its
+//! inventory entry is written — and the settings they share. It never prints: progress goes to
+//! the [`Reporter`], results come back as values.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use crate::Error;
+use crate::arch::Arch;
+use crate::build::{BuildError, BuildOptions, Builder, LimitSettings, Required};
+use crate::cache::Cache;
+use crate::docker::{ContainerGuard, Docker};
+use crate::fetch::{Fetcher, RetryPolicy};
+use crate::plan::{KEY_METADATA, Plan, PlanOptions, Selector, Status};
+use crate::publish::{self, Outcome, Store, inventory};
+use crate::recipe::{Catalogue, Limits, LoadOptions, Recipe};
+use crate::report::Reporter;
+use crate::reproduce::Comparison;
+use crate::schedule::{JobOutcome, Made, Report, Slot};
+use crate::version::Version;
+
+/// What every run of the pipeline shares, as the command line sets it.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The recipes folder (runtimes and `stacks/`).
+    pub recipes_dir: PathBuf,
+    /// The cache folder (downloads, logs, work files).
+    pub cache_dir: PathBuf,
+    /// Content-addressed mirrors tried before a source's own URLs.
+    pub mirrors: Vec<String>,
+    /// Container limits given on the command line; they win over a recipe's.
+    pub limits: Limits,
+    /// The mtime of every artifact entry and `SOURCE_DATE_EPOCH` in the containers.
+    pub source_date_epoch: u64,
+}
+
+/// How to run a plan.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Jobs built at once (at least 1).
+    pub parallel: usize,
+    /// `{jobs}` for every build; by default the machine's cores shared among running builds.
+    pub make_jobs: Option<usize>,
+    /// Keep the container of a failed build.
+    pub keep: bool,
+    /// Replace what is published with other bytes.
+    pub force: bool,
+    /// Stop starting jobs, and cancel running ones, at the first failure.
+    pub fail_fast: bool,
+}
+
+/// Called with the build container, the engine and the error when a build fails inside its
+/// container, before the container is removed: the command line opens a debug shell there.
+pub type FailureHook<'h> = &'h (
+        dyn for<'a> Fn(
+    &'a ContainerGuard,
+    &'a BuildError,
+    &'a Docker,
+    &'a Recipe,
+) -> BoxFuture<'a, ()>
+            + Send
+            + Sync
+    );
+
+/// The end of a run: the report, and what went wrong (conflicts first, then failures in the
+/// order they happened).
+#[derive(Debug)]
+pub struct Ran {
+    /// Each job's outcome.
+    pub report: Report,
+    /// One error per job that did not complete.
+    pub errors: Vec<Error>,
+}
+
+impl Ran {
+    /// `None` when every job was built or skipped. Otherwise the error to exit with: a single
+    /// failure itself (taken out of [`Ran::errors`]); for several, a count, with each error
+    /// left in [`Ran::errors`] to be shown.
+    pub fn error(&mut self) -> Option<Error> {
+        if self.report.ok() {
+            return None;
+        }
+        let failed = self
+            .report
+            .jobs
+            .iter()
+            .filter(|j| !matches!(j.outcome, JobOutcome::Built | JobOutcome::Skipped))
+            .count();
+        if self.errors.len() == 1 && failed == 1 {
+            return self.errors.pop();
+        }
+        let conflicts = self
+            .errors
+            .iter()
+            .filter(|e| matches!(e, Error::Conflict { .. }))
+            .count();
+        Some(Error::Jobs {
+            failed,
+            total: self.report.jobs.len(),
+            conflicts,
+        })
+    }
+}
+
+/// The pipeline, for one invocation: its settings, the catalogue, the fetcher and the run id
+/// every container it starts is labelled with.
+pub struct Pipeline {
+    settings: Settings,
+    catalogue: Catalogue,
+    fetcher: Arc<Fetcher>,
+    reporter: Arc<dyn Reporter>,
+    run_id: String,
+}
+
+impl Pipeline {
+    /// Opens the catalogue and the cache.
+    pub fn new(settings: Settings, reporter: Arc<dyn Reporter>) -> Result<Self, Error> {
+        let catalogue = Catalogue::open(&settings.recipes_dir)?;
+        let fetcher = Fetcher::new(
+            Cache::new(&settings.cache_dir),
+            settings.mirrors.clone(),
+            RetryPolicy::default(),
+            reporter.clone(),
+        )?;
+        Ok(Pipeline {
+            settings,
+            catalogue,
+            fetcher: Arc::new(fetcher),
+            reporter,
+            run_id: crate::build::new_run_id(),
+        })
+    }
+
+    /// The recipes.
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
+    }
+
+    /// The settings it was made with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The fetcher (and through it the cache).
+    pub fn fetcher(&self) -> &Arc<Fetcher> {
+        &self.fetcher
+    }
+
+    /// The id every container of this invocation is labelled with.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Plans `selection` against `store`, with `{jobs}` = `jobs` in the recipes.
+    pub async fn plan(
+        &self,
+        selection: &[Selector],
+        store: &impl Store,
+        force: bool,
+        jobs: usize,
+    ) -> Result<Plan, Error> {
+        Ok(crate::plan::plan(
+            &self.catalogue,
+            &self.settings.recipes_dir,
+            selection,
+            store,
+            &PlanOptions {
+                force,
+                jobs,
+                source_date_epoch: self.settings.source_date_epoch,
+            },
+        )
+        .await?)
+    }
+
+    /// Loads one version's recipe with `{jobs}` = `jobs` (the machine's cores when `None`); the
+    /// recipe's warnings go to the reporter.
+    pub fn recipe(
+        &self,
+        runtime: &str,
+        version: &str,
+        jobs: Option<usize>,
+    ) -> Result<Recipe, Error> {
+        let version: Version = version.parse().map_err(|e| Error::Usage {
+            message: format!("{e}"),
+            hint: Some(format!("`packager list {runtime}` shows the versions")),
+        })?;
+        let jobs = jobs.unwrap_or_else(|| LoadOptions::default().jobs).max(1);
+        let recipe = self
+            .catalogue
+            .load(runtime, &version, &LoadOptions { jobs })?;
+        self.warn_recipe(&recipe);
+        Ok(recipe)
+    }
+
+    /// Passes a recipe's warnings to the reporter.
+    pub fn warn_recipe(&self, recipe: &Recipe) {
+        for w in &recipe.warnings {
+            self.reporter.warn(w);
+        }
+    }
+
+    /// Connects to the engine and removes the containers of killed runs.
+    pub async fn connect(&self) -> Result<Docker, Error> {
+        let docker = Docker::connect().await?;
+        let orphans = crate::build::remove_orphans(&docker).await?;
+        if !orphans.is_empty() {
+            self.reporter.info(&format!(
+                "removed {} container(s) left by killed runs",
+                orphans.len()
+            ));
+        }
+        Ok(docker)
+    }
+
+    /// A builder on `docker` for builds with `{jobs}` = `jobs`, `parallel` of them at once
+    /// (which shares the engine's memory out among them).
+    pub async fn builder(
+        &self,
+        docker: &Docker,
+        jobs: usize,
+        parallel: usize,
+    ) -> Result<Builder, Error> {
+        let capacity = docker.capacity().await?;
+        Ok(self.builder_with(docker, jobs, parallel, capacity))
+    }
+
+    fn builder_with(
+        &self,
+        docker: &Docker,
+        jobs: usize,
+        parallel: usize,
+        (memory, cpus): (u64, u64),
+    ) -> Builder {
+        Builder {
+            docker: docker.clone(),
+            fetcher: self.fetcher.clone(),
+            recipes_dir: self.settings.recipes_dir.clone(),
+            reporter: self.reporter.clone(),
+            run_id: self.run_id.clone(),
+            jobs,
+            limits: LimitSettings {
+                overrides: self.settings.limits,
+                defaults: crate::sandbox::default_limits(memory, cpus, jobs, parallel),
+            },
+        }
+    }
+
+    fn options(&self, keep: bool, requires: Vec<Required>) -> BuildOptions {
+        BuildOptions {
+            keep,
+            source_date_epoch: self.settings.source_date_epoch,
+            requires,
+        }
+    }
+
+    /// A temporary folder in the cache's work area, removed when dropped.
+    fn work_dir(&self, prefix: &str) -> Result<tempfile::TempDir, Error> {
+        Cache::new(&self.settings.cache_dir)
+            .work_dir(prefix)
+            .map_err(|(path, source)| Error::Io { path, source })
+    }
+
+    /// Runs the jobs of `plan` whose status is `build`, dependencies first, `parallel` at a
+    /// time: each is built against the runtimes it requires (from `store`, downloaded once),
+    /// tested, published, and entered in its inventory once the artifact is in the store.
+    /// Jobs refused as conflicts are reported as errors. The engine is connected only when
+    /// something is built.
+    pub async fn run<S: Store>(
+        &self,
+        plan: &Plan,
+        store: &S,
+        opts: &RunOptions,
+        on_failure: Option<FailureHook<'_>>,
+    ) -> Result<Ran, Error> {
+        let cores = LoadOptions::default().jobs;
+        let parallel = opts.parallel.max(1);
+        let to_build = plan
+            .jobs
+            .iter()
+            .filter(|j| j.status == Status::Build)
+            .count();
+        let docker = match to_build {
+            0 => None,
+            _ => Some(self.connect().await?),
+        };
+        let (arch, capacity) = match &docker {
+            Some(d) => (d.engine().await?.arch, d.capacity().await?),
+            None => (Arch::host(), (0, 1)),
+        };
+        let work = self.work_dir(&format!("run-{}-", self.run_id))?;
+
+        let run_job = |slot: Slot| {
+            let job = &plan.jobs[slot.index];
+            let (docker, work) = (docker.clone(), work.path());
+            async move {
+                let docker = docker.expect("the engine is connected when something is built");
+                let make_jobs = opts.make_jobs.unwrap_or(slot.make_jobs).max(1);
+                let recipe = self.catalogue.load(
+                    job.recipe.runtime.as_str(),
+                    &job.recipe.version,
+                    &LoadOptions { jobs: make_jobs },
+                )?;
+                // What it is built against, from the store (built earlier in this run, or
+                // before), each downloaded once for the whole run.
+                let mut requires = Vec::new();
+                for &d in &job.deps {
+                    let dep = &plan.jobs[d].recipe;
+                    let path = work.join(format!("{}-{}", dep.stack, dep.artifact));
+                    publish::download_once(store, &dep.stack, &dep.artifact, &path).await?;
+                    requires.push(Required {
+                        artifact: path,
+                        prefix: dep.prefix.clone(),
+                    });
+                }
+                let builder = self.builder_with(&docker, make_jobs, parallel, capacity);
+                let build_opts = self.options(opts.keep, requires);
+                let hook = async |container: &ContainerGuard, error: &BuildError| {
+                    if let Some(hook) = on_failure {
+                        hook(container, error, &docker, &recipe).await;
+                    }
+                };
+                let built = builder.build_with(&recipe, &build_opts, hook).await?;
+                let mut metadata = built.provenance(&self.canonical(&recipe)?);
+                metadata.insert("arch".into(), arch.to_string());
+                metadata.insert(KEY_METADATA.into(), job.key.to_string());
+                metadata.insert("revision".into(), recipe.revision.to_string());
+                self.publish(store, &recipe, &built, metadata, arch, opts.force)
+                    .await
+            }
+        };
+        let (report, errors) =
+            crate::schedule::execute(plan, parallel, cores, opts.fail_fast, run_job).await;
+        let mut all: Vec<Error> = plan
+            .jobs
+            .iter()
+            .filter(|j| j.status == Status::Conflict)
+            .map(|j| Error::Conflict {
+                job: j.name(),
+                reason: j.reason.clone(),
+            })
+            .collect();
+        all.extend(errors.into_iter().map(|(_, e)| e));
+        Ok(Ran {
+            report,
+            errors: all,
+        })
+    }
+
+    /// The recipe as the build key hashes it (`{jobs}` fixed), for provenance digests that
+    /// do not change with the machine.
+    fn canonical(&self, recipe: &Recipe) -> Result<Recipe, Error> {
+        Ok(self.catalogue.load(
+            recipe.runtime.as_str(),
+            &recipe.version,
+            &crate::plan::canonical_load_options(),
+        )?)
+    }
+
+    /// Publishes a built artifact, then (the artifact complete and verified in the store)
+    /// enters it in its inventory.
+    async fn publish(
+        &self,
+        store: &impl Store,
+        recipe: &Recipe,
+        built: &crate::build::Built,
+        metadata: BTreeMap<String, String>,
+        arch: Arch,
+        force: bool,
+    ) -> Result<Made, Error> {
+        let published = store
+            .publish(
+                &publish::Artifact {
+                    path: built.artifact.path.clone(),
+                    name: recipe.artifact.clone(),
+                    stack: recipe.stack.clone(),
+                    sha256: built.artifact.sha256.clone(),
+                    size: built.artifact.size,
+                    metadata: metadata.clone(),
+                },
+                force,
+            )
+            .await?;
+        let location = &published.location;
+        match published.outcome {
+            Outcome::Published => self.reporter.info(&format!("published {location}")),
+            Outcome::AlreadyPublished => self.reporter.warn(&format!(
+                "{location} was already published with the same content"
+            )),
+            Outcome::Replaced => self
+                .reporter
+                .warn(&format!("replaced {location} (--force)")),
+        }
+        let entry = inventory::Entry {
+            version: recipe.version.to_string(),
+            os: "linux".into(),
+            arch,
+            url: store.public_url(&recipe.stack, &recipe.artifact),
+            checksum: format!("sha256:{}", built.artifact.sha256),
+            metadata: inventory::entry_metadata(&metadata),
+        };
+        inventory::add(store, &recipe.stack, recipe.runtime.as_str(), entry).await?;
+        let made = Made {
+            size: built.artifact.size,
+            sha256: built.artifact.sha256.clone(),
+            location: published.location,
+        };
+        self.reporter
+            .artifact(&crate::build::job_name(recipe), &made);
+        Ok(made)
+    }
+
+    /// The artifacts of the runtimes `recipe` is built against, downloaded from `store` into
+    /// `dir`, each with the prefix it unpacks at. Versions are picked as `plan` picks them. A
+    /// requirement the store does not hold is a usage error naming the build that makes it.
+    pub async fn required_runtimes(
+        &self,
+        recipe: &Recipe,
+        store: &impl Store,
+        dir: &Path,
+    ) -> Result<Vec<Required>, Error> {
+        if recipe.build.requires.is_empty() {
+            return Ok(Vec::new());
+        }
+        let selection = [Selector::Runtime {
+            runtime: recipe.runtime.to_string(),
+            versions: vec![recipe.version.to_string()],
+        }];
+        let plan = self.plan(&selection, store, false, 1).await?;
+        let job = plan
+            .jobs
+            .iter()
+            .find(|j| j.selected)
+            .expect("the plan holds the selected job");
+        let mut requires = Vec::new();
+        for &d in &job.deps {
+            let dep = &plan.jobs[d].recipe;
+            if store.lookup(&dep.stack, &dep.artifact).await?.is_none() {
+                return Err(Error::Usage {
+                    message: format!(
+                        "{} requires {} {}, which {} does not hold",
+                        job.name(),
+                        dep.runtime,
+                        dep.version,
+                        store.describe()
+                    ),
+                    hint: Some(format!(
+                        "build it first: `packager build {} {} --store {}`",
+                        dep.runtime,
+                        dep.version,
+                        store.describe()
+                    )),
+                });
+            }
+            let path = dir.join(&dep.artifact);
+            store.download(&dep.stack, &dep.artifact, &path).await?;
+            requires.push(Required {
+                artifact: path,
+                prefix: dep.prefix.clone(),
+            });
+        }
+        Ok(requires)
+    }
+
+    /// Rebuilds `runtime version` and compares the result with a reference: the artifact
+    /// `store` holds, or (`twice`, `store` unused) a first build made just before.
+    pub async fn reproduce(
+        &self,
+        runtime: &str,
+        version: &str,
+        twice: bool,
+        store: &impl Store,
+    ) -> Result<Comparison, Error> {
+        let recipe = self.recipe(runtime, version, None)?;
+        if !recipe.build.requires.is_empty() {
+            return Err(Error::Usage {
+                message: format!(
+                    "{runtime} {version} is built against other runtimes; `packager verify` does not rebuild those yet"
+                ),
+                hint: Some("verify a version without `requires`".into()),
+            });
+        }
+        let docker = self.connect().await?;
+        let jobs = LoadOptions::default().jobs.max(1);
+        let builder = self.builder(&docker, jobs, 1).await?;
+        let opts = self.options(false, Vec::new());
+        let reference_dir = self.work_dir("verify-")?;
+        // The reference: a first build, or the published artifact. `_first` holds the first
+        // build's folder until the comparison is done.
+        let (reference, _first) = if twice {
+            let first = builder.build(&recipe, &opts).await?;
+            (first.artifact.path.clone(), Some(first))
+        } else {
+            let dest = reference_dir.path().join(&recipe.artifact);
+            store
+                .download(&recipe.stack, &recipe.artifact, &dest)
+                .await?;
+            (dest, None)
+        };
+        let rebuilt = builder.build(&recipe, &opts).await?;
+        let path = rebuilt.artifact.path.clone();
+        let comparison =
+            tokio::task::spawn_blocking(move || crate::reproduce::compare(&reference, &path))
+                .await
+                .expect("compare does not panic")?;
+        Ok(comparison)
+    }
+
+    /// [`Pipeline::reproduce`] for every version of `runtime` (of every runtime when `None`),
+    /// one after the other: `(runtime, version, result)` in catalogue order.
+    pub async fn reproduce_all(
+        &self,
+        runtime: Option<&str>,
+        twice: bool,
+        store: &impl Store,
+    ) -> Result<Vec<(String, String, Result<Comparison, Error>)>, Error> {
+        let entries: Vec<_> = match runtime {
+            Some(name) => vec![self.catalogue.runtime(name)?],
+            None => self.catalogue.runtimes().collect(),
+        };
+        let mut results = Vec::new();
+        for e in entries {
+            for (v, _) in &e.versions {
+                let version = v.to_string();
+                let result = self
+                    .reproduce(e.name.as_str(), &version, twice, store)
+                    .await;
+                results.push((e.name.to_string(), version, result));
+            }
+        }
+        Ok(results)
+    }
+
+    /// Tests an artifact already made — `artifact`, or the one `store` holds — as a build tests
+    /// its own (run image, required runtimes, linkage gate, test commands). Returns the log.
+    pub async fn retest(
+        &self,
+        runtime: &str,
+        version: &str,
+        artifact: Option<&Path>,
+        store: &impl Store,
+    ) -> Result<PathBuf, Error> {
+        let recipe = self.recipe(runtime, version, None)?;
+        let docker = self.connect().await?;
+        let jobs = LoadOptions::default().jobs.max(1);
+        let builder = self.builder(&docker, jobs, 1).await?;
+        let dir = self.work_dir("test-")?;
+        let artifact = match artifact {
+            Some(a) => a.to_path_buf(),
+            None => {
+                if store
+                    .lookup(&recipe.stack, &recipe.artifact)
+                    .await?
+                    .is_none()
+                {
+                    return Err(Error::Usage {
+                        message: format!(
+                            "{} does not hold {}/{}",
+                            store.describe(),
+                            recipe.stack,
+                            recipe.artifact
+                        ),
+                        hint: Some(format!(
+                            "build it first (`packager build {runtime} {version}`), or pass --artifact FILE"
+                        )),
+                    });
+                }
+                let path = dir.path().join(&recipe.artifact);
+                store
+                    .download(&recipe.stack, &recipe.artifact, &path)
+                    .await?;
+                path
+            }
+        };
+        let requires = self.required_runtimes(&recipe, store, dir.path()).await?;
+        let opts = self.options(false, requires);
+        Ok(builder.test_artifact(&recipe, &opts, &artifact).await?)
+    }
+}
