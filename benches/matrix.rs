@@ -13,10 +13,13 @@
 mod common;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::fixture::{c_project_with_checks, tarball};
 use common::{Route, Server, Workspace, sha256_hex};
+use packager::pipeline::{Pipeline, Settings};
+use packager::plan::{KEY_METADATA, Selector};
 use packager::publish::{AnyStore, Artifact, Store};
 
 fn timed(ws: &Workspace, args: &[&str], env: &[(&str, &str)]) -> Duration {
@@ -43,17 +46,9 @@ fn mini(ws: &Workspace) {
     );
 }
 
-/// Plans `--all` against `store` and publishes a stand-in artifact carrying each job's key,
-/// as builds would have.
+/// Plans `--all` against `store` with the library, as `packager build` would, and publishes a
+/// stand-in artifact carrying each job's key, as builds would have.
 fn publish_all(ws: &Workspace, store_url: &str, env: &[(&str, &str)]) {
-    let mut cmd = ws.cmd();
-    cmd.args(["plan", "--all", "--json", "--store", store_url]);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let o = cmd.output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     for (k, v) in env.iter().filter(|(k, _)| k.starts_with("AWS_")) {
         // SAFETY: set before any thread of this process reads the environment concurrently
@@ -61,19 +56,31 @@ fn publish_all(ws: &Workspace, store_url: &str, env: &[(&str, &str)]) {
         unsafe { std::env::set_var(k, v) };
     }
     let store = rt.block_on(AnyStore::open(store_url)).unwrap();
+    let settings = Settings {
+        recipes_dir: ws.recipes(),
+        cache_dir: ws.cache(),
+        mirrors: Vec::new(),
+        limits: Default::default(),
+        source_date_epoch: packager::package::DEFAULT_MTIME,
+    };
+    let pipeline = Pipeline::new(settings, Arc::new(packager::report::Silent)).unwrap();
+    let jobs = packager::recipe::LoadOptions::default().jobs;
+    let plan = rt
+        .block_on(pipeline.plan(&[Selector::All], &store, false, jobs))
+        .unwrap();
     rt.block_on(async {
-        for j in plan["jobs"].as_array().unwrap() {
-            let name = j["artifact"].as_str().unwrap();
-            let key = j["key"].as_str().unwrap();
+        for j in &plan.jobs {
+            let name = &j.recipe.artifact;
+            let key = j.key.as_str();
             let path = ws.dir.path().join(name);
             std::fs::write(&path, key).unwrap();
             let a = Artifact {
                 path,
-                name: name.to_string(),
-                stack: j["stack"].as_str().unwrap().to_string(),
+                name: name.clone(),
+                stack: j.recipe.stack.clone(),
                 sha256: sha256_hex(key.as_bytes()),
                 size: key.len() as u64,
-                metadata: [("build-key".to_string(), key.to_string())].into(),
+                metadata: [(KEY_METADATA.to_string(), key.to_string())].into(),
             };
             store.publish(&a, true).await.unwrap();
         }
