@@ -325,9 +325,9 @@ pub struct Corrupted {
     pub actual: String,
 }
 
-/// What [`verify`] found.
+/// What [`rehash`] found.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct VerifyReport {
+pub struct RehashReport {
     /// Entries whose content matches their checksum.
     pub ok: usize,
     /// Entries that did not match, now removed.
@@ -340,8 +340,8 @@ pub struct VerifyReport {
 
 /// Re-hashes every source entry; removes those whose content does not match the checksum
 /// their folder is named for.
-pub fn verify(cache: &Cache) -> io::Result<VerifyReport> {
-    let mut report = VerifyReport::default();
+pub fn rehash(cache: &Cache) -> io::Result<RehashReport> {
+    let mut report = RehashReport::default();
     for dir in entry_dirs(&cache.root().join(SOURCES))? {
         let Some(expected) = dir.file_name().and_then(|n| n.to_str()).and_then(parse_key) else {
             report.unknown.push(dir);
@@ -565,7 +565,7 @@ mod tests {
     }
 
     #[test]
-    fn verify_removes_corrupted_entries() {
+    fn rehash_removes_corrupted_entries() {
         let tmp = tempfile::tempdir().unwrap();
         let cache = Cache::new(tmp.path());
         cache.init().unwrap();
@@ -575,7 +575,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("good"), good).unwrap();
         let bad = seed(&cache, &key(9), 10, SystemTime::now());
-        let report = verify(&cache).unwrap();
+        let report = rehash(&cache).unwrap();
         assert_eq!(report.ok, 1);
         assert_eq!(report.corrupted.len(), 1);
         assert!(!bad.exists() && dir.exists());

@@ -292,7 +292,7 @@ pub async fn cache(cli: &Cli, ui: Arc<Ui>, command: &CacheCommand) -> Result<(),
         }
         CacheCommand::Verify => {
             let root = cache.root().to_path_buf();
-            let report = tokio::task::spawn_blocking(move || gc::verify(&Cache::new(root)))
+            let report = tokio::task::spawn_blocking(move || gc::rehash(&Cache::new(root)))
                 .await
                 .expect("verify does not panic")
                 .map_err(io_error(&g.cache))?;
