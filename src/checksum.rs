@@ -110,6 +110,35 @@ impl fmt::Display for Checksum {
     }
 }
 
+impl std::str::FromStr for Checksum {
+    type Err = String;
+
+    /// Parses `ALGO:HEX` (`sha256:8c0d…`), as inventories and provenance write it.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (name, hex) = text
+            .split_once(':')
+            .ok_or_else(|| format!("`{text}` is not `ALGO:HEX`"))?;
+        let algo = [Algo::Sha256, Algo::Sha512, Algo::Sha1]
+            .into_iter()
+            .find(|a| a.name() == name)
+            .ok_or_else(|| format!("`{name}` is not a known hash algorithm"))?;
+        Checksum::new(algo, hex).map_err(|e| e.to_string())
+    }
+}
+
+impl serde::Serialize for Checksum {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Checksum {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A streaming hasher for one of the [`Algo`]s.
 #[derive(Clone)]
 pub enum Hasher {

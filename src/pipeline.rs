@@ -406,7 +406,11 @@ impl Pipeline {
             os: "linux".into(),
             arch,
             url: store.public_url(&recipe.stack, &recipe.artifact),
-            checksum: format!("sha256:{}", built.artifact.sha256),
+            checksum: crate::checksum::Checksum::new(
+                crate::checksum::Algo::Sha256,
+                &built.artifact.sha256,
+            )
+            .expect("the packer writes a sha256 in hex"),
             metadata: inventory::entry_metadata(&metadata),
         };
         inventory::add(store, &recipe.stack, recipe.runtime.as_str(), entry).await?;

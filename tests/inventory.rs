@@ -16,7 +16,9 @@ fn entry(version: &str, sum_byte: u8) -> Entry {
         os: "linux".into(),
         arch: packager::arch::Arch::Amd64,
         url: format!("https://example.invalid/bookworm/demo-{version}.tar.gz"),
-        checksum: format!("sha256:{}", hex::encode([sum_byte; 32])),
+        checksum: format!("sha256:{}", hex::encode([sum_byte; 32]))
+            .parse()
+            .unwrap(),
         metadata: [
             (
                 "recipe-digest".to_string(),
@@ -179,7 +181,10 @@ async fn rebuild_regenerates_from_the_artifacts_and_empties_inventories_left_wit
         .unwrap();
     assert_eq!(demo.artifacts.len(), 1);
     assert_eq!(demo.artifacts[0].version, "1.0.0");
-    assert_eq!(demo.artifacts[0].checksum, format!("sha256:{}", a.sha256));
+    assert_eq!(
+        demo.artifacts[0].checksum.to_string(),
+        format!("sha256:{}", a.sha256)
+    );
     let gone = inventory::read(&store, "mini", "gone")
         .await
         .unwrap()

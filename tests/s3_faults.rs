@@ -278,7 +278,7 @@ fn entry(version: &str) -> Entry {
         os: "linux".into(),
         arch: packager::arch::Arch::Amd64,
         url: format!("https://example.invalid/race-{version}.tar.gz"),
-        checksum: format!("sha256:{}", "0".repeat(64)),
+        checksum: format!("sha256:{}", "0".repeat(64)).parse().unwrap(),
         metadata: BTreeMap::new(),
     }
 }

@@ -42,8 +42,8 @@ pub struct Entry {
     pub arch: crate::arch::Arch,
     /// Where buildpacks download it.
     pub url: String,
-    /// `sha256:<hex>`.
-    pub checksum: String,
+    /// Its checksum, written `sha256:<hex>`.
+    pub checksum: crate::checksum::Checksum,
     /// Provenance.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
@@ -203,7 +203,12 @@ pub async fn rebuild(
             os: os.to_string(),
             arch,
             url: store.public_url(stack, &name),
-            checksum: format!("sha256:{}", stored.sha256),
+            checksum: crate::checksum::Checksum::new(crate::checksum::Algo::Sha256, &stored.sha256)
+                .map_err(|e| PublishError::BadDocument {
+                    location: format!("{}/{stack}/{name}", store.describe()),
+                    what: "artifact's stored sha256",
+                    message: e.to_string(),
+                })?,
             metadata: entry_metadata(&stored.metadata),
         };
         by_runtime.entry(runtime.clone()).or_default().upsert(entry);
@@ -247,7 +252,7 @@ mod tests {
             os: "linux".into(),
             arch: crate::arch::Arch::parse(arch).unwrap(),
             url: format!("https://example.invalid/lua-{version}.tar.gz"),
-            checksum: format!("sha256:{sum}"),
+            checksum: format!("sha256:{}", sum.repeat(32)).parse().unwrap(),
             metadata: [("recipe-digest".to_string(), "sha256:00".to_string())].into(),
         }
     }
@@ -263,15 +268,21 @@ mod tests {
         let got: Vec<(String, String, String)> = inv
             .artifacts
             .iter()
-            .map(|e| (e.version.clone(), e.arch.to_string(), e.checksum.clone()))
+            .map(|e| {
+                (
+                    e.version.clone(),
+                    e.arch.to_string(),
+                    e.checksum.hex()[..2].to_string(),
+                )
+            })
             .collect();
         assert_eq!(
             got,
             [
-                ("5.1.5", "amd64", "sha256:aa"),
-                ("5.4.2", "amd64", "sha256:cc"),
-                ("5.4.2", "arm64", "sha256:bb"),
-                ("5.4.10", "amd64", "sha256:aa"),
+                ("5.1.5", "amd64", "aa"),
+                ("5.4.2", "amd64", "cc"),
+                ("5.4.2", "arm64", "bb"),
+                ("5.4.10", "amd64", "aa"),
             ]
             .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
         );
