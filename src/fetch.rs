@@ -33,6 +33,23 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
 }
 
+impl RetryPolicy {
+    /// The wait after failed attempt `attempt` (1-based) before the next one: `base_delay`,
+    /// doubled for each attempt after the first, never more than `max_delay`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(16);
+        self.base_delay
+            .saturating_mul(1 << doublings)
+            .min(self.max_delay)
+    }
+
+    /// Whether a transient failure of attempt `attempt` (1-based) is tried again: `attempts`
+    /// counts as at least 1.
+    fn retries_after(&self, attempt: u32) -> bool {
+        attempt < self.attempts.max(1)
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
@@ -43,7 +60,7 @@ impl Default for RetryPolicy {
     }
 }
 
-/// One file to download.
+/// One file to download: where from, what it must hash to, and its name in the cache.
 #[derive(Debug, Clone)]
 pub struct Download {
     /// The recipe's URL first, then its mirrors.
@@ -85,7 +102,7 @@ impl Download {
 pub struct Fetched {
     /// Its path in the cache.
     pub path: PathBuf,
-    /// Its checksum.
+    /// The checksum it was verified against.
     pub checksum: Checksum,
     /// Its size in bytes.
     pub size: u64,
@@ -164,10 +181,24 @@ impl FetchError {
             _ => None,
         }
     }
+
+    /// Whether the user has to fix the command line or a recipe: never. A download that
+    /// fails everywhere (even by a checksum mismatch, which may be upstream's doing), a cache
+    /// that cannot be written and an HTTP client that cannot be set up are failures of the
+    /// network, the host or upstream; so is a URL given to `packager checksum` that does not
+    /// download.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            FetchError::AllFailed { .. }
+            | FetchError::Cache { .. }
+            | FetchError::Url { .. }
+            | FetchError::Client(_) => false,
+        }
+    }
 }
 
-/// How one attempt ended.
-enum Outcome {
+/// How one attempt at one URL ended.
+enum AttemptOutcome {
     /// The file is complete and matches.
     Done(u64),
     /// Try this URL again after a pause.
@@ -297,7 +328,7 @@ impl Fetcher {
                 ));
                 let outcome = self.attempt(url, &shown, &tmp, Some(&d.checksum)).await;
                 match outcome {
-                    Ok(Outcome::Done(size)) => {
+                    Ok(AttemptOutcome::Done(size)) => {
                         fs_err::tokio::rename(&tmp, &target)
                             .await
                             .map_err(Self::cache_err(target.clone()))?;
@@ -310,13 +341,9 @@ impl Fetcher {
                             downloaded_from: Some(shown),
                         });
                     }
-                    Ok(Outcome::Retry(reason)) if try_no < self.retry.attempts.max(1) => {
+                    Ok(AttemptOutcome::Retry(reason)) if self.retry.retries_after(try_no) => {
                         let _ = fs_err::tokio::remove_file(&tmp).await;
-                        let delay = self
-                            .retry
-                            .base_delay
-                            .saturating_mul(1 << (try_no - 1).min(16))
-                            .min(self.retry.max_delay);
+                        let delay = self.retry.delay(try_no);
                         self.reporter.warn(&format!(
                             "{shown}: {reason}; retrying in {:.1}s (attempt {}/{})",
                             delay.as_secs_f64(),
@@ -325,7 +352,7 @@ impl Fetcher {
                         ));
                         tokio::time::sleep(delay).await;
                     }
-                    Ok(Outcome::Retry(reason)) | Ok(Outcome::Next(reason)) => {
+                    Ok(AttemptOutcome::Retry(reason)) | Ok(AttemptOutcome::Next(reason)) => {
                         let _ = fs_err::tokio::remove_file(&tmp).await;
                         let reason = if try_no > 1 {
                             format!("{reason} (after {try_no} attempts)")
@@ -360,7 +387,7 @@ impl Fetcher {
         shown: &str,
         tmp: &std::path::Path,
         expected: Option<&Checksum>,
-    ) -> Result<Outcome, FetchError> {
+    ) -> Result<AttemptOutcome, FetchError> {
         let algo = expected.map_or(Algo::Sha256, Checksum::algo);
         let mut sink = HashSink::new(algo, Some(tmp))?;
         match self.stream(url, shown, &mut sink).await {
@@ -369,30 +396,38 @@ impl Fetcher {
         }
         let (hex, size) = sink.finish()?;
         match expected {
-            Some(want) if want.hex() != hex => Ok(Outcome::Next(format!(
+            Some(want) if want.hex() != hex => Ok(AttemptOutcome::Next(format!(
                 "checksum mismatch: expected {want}, got {algo}:{hex} ({size} bytes)"
             ))),
-            _ => Ok(Outcome::Done(size)),
+            _ => Ok(AttemptOutcome::Done(size)),
         }
     }
 
     /// Streams the body of `url` into `sink`; the error is how the attempt ended.
-    async fn stream(&self, url: &str, shown: &str, sink: &mut HashSink) -> Result<(), Outcome> {
+    async fn stream(
+        &self,
+        url: &str,
+        shown: &str,
+        sink: &mut HashSink,
+    ) -> Result<(), AttemptOutcome> {
         let response = match self.client.get(url).send().await {
             Ok(r) => r,
             Err(e) if e.is_builder() => {
-                return Err(Outcome::Next(format!("unusable URL: {}", describe(&e))));
+                return Err(AttemptOutcome::Next(format!(
+                    "unusable URL: {}",
+                    describe(&e)
+                )));
             }
-            Err(e) => return Err(Outcome::Retry(describe(&e))),
+            Err(e) => return Err(AttemptOutcome::Retry(describe(&e))),
         };
         let status = response.status();
         if !status.is_success() {
             let reason = format!("HTTP {status}");
             return Err(
                 if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-                    Outcome::Retry(reason)
+                    AttemptOutcome::Retry(reason)
                 } else {
-                    Outcome::Next(reason)
+                    AttemptOutcome::Next(reason)
                 },
             );
         }
@@ -407,12 +442,12 @@ impl Fetcher {
                 Some(Ok(chunk)) => {
                     got += chunk.len() as u64;
                     if let Err(e) = sink.write(&chunk) {
-                        break Err(Outcome::Next(format!("writing the download: {e}")));
+                        break Err(AttemptOutcome::Next(format!("writing the download: {e}")));
                     }
                     self.reporter.download_progress(id, chunk.len() as u64);
                 }
                 Some(Err(e)) => {
-                    break Err(Outcome::Retry(format!(
+                    break Err(AttemptOutcome::Retry(format!(
                         "connection failed after {got} bytes: {}",
                         describe(&e)
                     )));
@@ -424,7 +459,7 @@ impl Fetcher {
             && let Some(total) = total
             && got != total
         {
-            return Err(Outcome::Retry(format!(
+            return Err(AttemptOutcome::Retry(format!(
                 "body ended after {got} of {total} bytes"
             )));
         }
@@ -441,15 +476,14 @@ impl Fetcher {
             let mut sink = HashSink::new(Algo::Sha256, None)?;
             match self.stream(url, &shown, &mut sink).await {
                 Ok(()) => return sink.finish(),
-                Err(Outcome::Retry(reason)) if try_no < self.retry.attempts.max(1) => {
+                Err(AttemptOutcome::Retry(reason)) if self.retry.retries_after(try_no) => {
                     self.reporter.warn(&format!("{shown}: {reason}; retrying"));
-                    tokio::time::sleep(self.retry.base_delay.saturating_mul(1 << (try_no - 1)))
-                        .await;
+                    tokio::time::sleep(self.retry.delay(try_no)).await;
                 }
-                Err(Outcome::Retry(reason)) | Err(Outcome::Next(reason)) => {
+                Err(AttemptOutcome::Retry(reason)) | Err(AttemptOutcome::Next(reason)) => {
                     return Err(FetchError::Url { url: shown, reason });
                 }
-                Err(Outcome::Done(_)) => unreachable!("stream never reports Done"),
+                Err(AttemptOutcome::Done(_)) => unreachable!("stream never reports Done"),
             }
         }
     }
@@ -546,4 +580,38 @@ impl HashSink {
 
 fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     fs_err::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delay_doubles_up_to_the_cap() {
+        let policy = RetryPolicy {
+            attempts: 40,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(3),
+        };
+        let secs: Vec<f64> = (1..=5).map(|a| policy.delay(a).as_secs_f64()).collect();
+        assert_eq!(secs, [0.5, 1.0, 2.0, 3.0, 3.0]);
+        // Far beyond the cap nothing overflows.
+        assert_eq!(policy.delay(u32::MAX), Duration::from_secs(3));
+        assert_eq!(policy.delay(0), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn at_least_one_attempt() {
+        let none = RetryPolicy {
+            attempts: 0,
+            ..RetryPolicy::default()
+        };
+        assert!(!none.retries_after(1));
+        let two = RetryPolicy {
+            attempts: 2,
+            ..RetryPolicy::default()
+        };
+        assert!(two.retries_after(1));
+        assert!(!two.retries_after(2));
+    }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use packager::docker::{ContainerSpec, Docker, DockerError, ExecSpec, MANAGED_LABEL, OutputStream};
-use packager::stack::{self, Outcome, Role, Stack, StackError};
+use packager::stack::{self, ImageOutcome, Role, Stack, StackError};
 
 const TEST_LABEL: &str = "packager.test";
 
@@ -204,7 +204,7 @@ async fn second_ensure_reuses_the_image() {
         .ensure_build_image(&docker, &mut |l: &str| lines.push(l.to_owned()))
         .await
         .expect("ensure again");
-    assert_eq!(again.outcome, Outcome::Reused);
+    assert_eq!(again.outcome, ImageOutcome::Reused);
     assert_eq!(again.reference, reference);
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -216,7 +216,7 @@ async fn second_ensure_reuses_the_image() {
         .ensure_run_image(&docker, &mut |_: &str| {})
         .await
         .expect("ensure run");
-    assert_eq!(run.outcome, Outcome::Reused);
+    assert_eq!(run.outcome, ImageOutcome::Reused);
     assert_eq!(run.reference, reference);
     assert_eq!(stack.image_reference(Role::Run), reference);
 }
@@ -503,7 +503,7 @@ async fn dockerfile_stack_builds_once_and_reports_failures() {
         .ensure_build_image(&docker, &mut |l: &str| lines.push(l.to_owned()))
         .await
         .unwrap_or_else(|e| panic!("{e}: {:?}", std::error::Error::source(&e)));
-    assert_eq!(built.outcome, Outcome::Built);
+    assert_eq!(built.outcome, ImageOutcome::Built);
     assert!(
         lines.iter().any(|l| l == "hi from the context"),
         "{lines:?}"
@@ -518,7 +518,7 @@ async fn dockerfile_stack_builds_once_and_reports_failures() {
         .ensure_build_image(&docker, &mut |_: &str| {})
         .await
         .expect("ensure again");
-    assert_eq!(again.outcome, Outcome::Reused);
+    assert_eq!(again.outcome, ImageOutcome::Reused);
     assert_eq!(again.id, built.id);
 
     // Changing a context file changes the hash, hence the tag.
