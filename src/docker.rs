@@ -232,6 +232,12 @@ pub enum DockerError {
 }
 
 impl DockerError {
+    /// Whether the error is the user's input; an engine that fails or cannot be reached never
+    /// is.
+    pub fn is_usage(&self) -> bool {
+        false
+    }
+
     /// Something the user can do about this error, if there is anything.
     pub fn hint(&self) -> Option<String> {
         match self {

@@ -80,27 +80,32 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the user's input is wrong (the command line, a recipe, a stack definition, a
+    /// store URL), rather than an operation failing: each error says so itself.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            Error::Recipe(e) => e.is_usage(),
+            Error::Fetch(e) => e.is_usage(),
+            Error::Build(e) => e.is_usage(),
+            Error::Stack(e) => e.is_usage(),
+            Error::Docker(e) => e.is_usage(),
+            Error::Plan(e) => e.is_usage(),
+            Error::Package(_) => false,
+            Error::Publish(e) => e.is_usage(),
+            Error::Usage { .. } => true,
+            Error::Io { .. }
+            | Error::Conflict { .. }
+            | Error::Jobs { .. }
+            | Error::Several { .. } => false,
+        }
+    }
+
     /// The process exit code for this error: 2 for usage and recipe errors, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
-        use crate::stack::StackError;
-        let bad_stack = |e: &StackError| {
-            matches!(
-                e,
-                StackError::Parse { .. }
-                    | StackError::Invalid { .. }
-                    | StackError::UnknownStack { .. }
-            )
-        };
-        match self {
-            Error::Recipe(_) | Error::Usage { .. } => EXIT_USAGE,
-            Error::Stack(e) | Error::Build(crate::build::BuildError::Stack(e)) if bad_stack(e) => {
-                EXIT_USAGE
-            }
-            Error::Publish(crate::publish::PublishError::BadUrl(_)) => EXIT_USAGE,
-            Error::Plan(crate::plan::PlanError::Store(_)) => EXIT_FAILED,
-            Error::Plan(crate::plan::PlanError::Stack(e)) if !bad_stack(e) => EXIT_FAILED,
-            Error::Plan(_) => EXIT_USAGE,
-            _ => EXIT_FAILED,
+        if self.is_usage() {
+            EXIT_USAGE
+        } else {
+            EXIT_FAILED
         }
     }
 

@@ -113,6 +113,19 @@ pub enum PlanError {
 }
 
 impl PlanError {
+    /// Whether the selection, a recipe or a stack is wrong (not the store failing).
+    pub fn is_usage(&self) -> bool {
+        match self {
+            PlanError::Recipe(e) => e.is_usage(),
+            PlanError::Stack(e) => e.is_usage(),
+            PlanError::Store(e) => e.is_usage(),
+            PlanError::Selector(_)
+            | PlanError::MissingRequirement { .. }
+            | PlanError::MissingStackPackages { .. }
+            | PlanError::Cycle(_) => true,
+        }
+    }
+
     /// What the user can do, when there is something.
     pub fn hint(&self) -> Option<String> {
         match self {

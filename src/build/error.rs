@@ -133,6 +133,17 @@ fn tail_block(tail: &[String]) -> String {
 }
 
 impl BuildError {
+    /// Whether the recipe's stack definition is wrong; a build that fails is not the user's
+    /// input.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            BuildError::Stack(e) => e.is_usage(),
+            BuildError::Fetch(e) => e.is_usage(),
+            BuildError::Docker(e) => e.is_usage(),
+            _ => false,
+        }
+    }
+
     /// What the user can do, when there is something.
     pub fn hint(&self) -> Option<String> {
         match self {

@@ -156,6 +156,12 @@ pub enum PublishError {
 }
 
 impl PublishError {
+    /// Whether the store URL itself is wrong; every other publish error is an operation that
+    /// failed.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, PublishError::BadUrl(_))
+    }
+
     /// What the user can do, when there is something.
     pub fn hint(&self) -> Option<String> {
         match self {

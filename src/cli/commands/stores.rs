@@ -1,7 +1,6 @@
 //! The commands about what packager keeps: stacks and their images, inventories in a store,
 //! the cache.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -249,32 +248,10 @@ pub async fn cache(cli: &Cli, ui: Arc<Ui>, command: &CacheCommand) -> Result<(),
             if *images {
                 let docker = packager::docker::Docker::connect().await?;
                 let stacks = packager::stack::load_all(&g.recipes)?;
-                let wanted: BTreeSet<&str> = stacks.iter().map(|s| s.hash.as_str()).collect();
-                for image in docker
-                    .list_images(&[(packager::stack::STACK_LABEL, None)])
-                    .await?
-                {
-                    let hash = image
-                        .labels
-                        .get(packager::stack::HASH_LABEL)
-                        .map(String::as_str)
-                        .unwrap_or_default();
-                    if wanted.contains(hash) {
-                        continue;
-                    }
-                    let name = image.tags.first().cloned().unwrap_or(image.id.clone());
-                    if !*dry_run {
-                        let refs = if image.tags.is_empty() {
-                            vec![image.id.clone()]
-                        } else {
-                            image.tags.clone()
-                        };
-                        for r in refs {
-                            docker.remove_image(&r, false).await?;
-                        }
-                    }
+                for image in packager::stack::prune_images(&docker, &stacks, *dry_run).await? {
                     out(&format!(
-                        "{verb} image {name}  {}  (no stack refers to it)",
+                        "{verb} image {}  {}  (no stack refers to it)",
+                        image.name,
                         human_bytes(image.size)
                     ))?;
                     freed += image.size;
