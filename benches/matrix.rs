@@ -77,7 +77,7 @@ fn publish_all(ws: &Workspace, store_url: &str, env: &[(&str, &str)]) {
             let a = Artifact {
                 path,
                 name: name.clone(),
-                stack: j.recipe.stack.clone(),
+                stack: j.recipe.stack.to_string(),
                 sha256: sha256_hex(key.as_bytes()),
                 size: key.len() as u64,
                 metadata: [(KEY_METADATA.to_string(), key.to_string())].into(),

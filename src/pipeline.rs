@@ -383,7 +383,7 @@ impl Pipeline {
                 &publish::Artifact {
                     path: built.artifact.path.clone(),
                     name: recipe.artifact.clone(),
-                    stack: recipe.stack.clone(),
+                    stack: recipe.stack.to_string(),
                     sha256: built.artifact.sha256.clone(),
                     size: built.artifact.size,
                     metadata: metadata.clone(),

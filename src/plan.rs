@@ -247,7 +247,7 @@ impl Plan {
                 .filter(|j| j.status == Status::Build)
                 .map(|j| MatrixJob {
                     runtime: j.recipe.runtime.to_string(),
-                    stack: j.recipe.stack.clone(),
+                    stack: j.recipe.stack.to_string(),
                     version: j.recipe.version.to_string(),
                 })
                 .collect(),
@@ -412,7 +412,7 @@ pub async fn plan(
     )?;
 
     // 4. Keys, in that order (a key includes its dependencies' keys).
-    let mut stacks: BTreeMap<String, stack::Stack> = BTreeMap::new();
+    let mut stacks: BTreeMap<crate::recipe::StackName, stack::Stack> = BTreeMap::new();
     let mut keys: Vec<BuildKey> = vec![BuildKey::default(); nodes.len()];
     for &i in &order {
         let n = &nodes[i];

@@ -161,7 +161,7 @@ impl Built {
         [
             ("runtime", recipe.runtime.to_string()),
             ("version", recipe.version.to_string()),
-            ("stack", recipe.stack.clone()),
+            ("stack", recipe.stack.to_string()),
             (
                 "recipe-digest",
                 format!(

@@ -563,7 +563,7 @@ pub fn load(
         runtime: runtime.clone(),
         version: version.clone(),
         description: description.map(|d| d.value.into_inner()),
-        stack: stack_name,
+        stack: super::StackName::new(stack_name),
         prefix: prefix_value,
         prefix_outside_app,
         revision,

@@ -29,7 +29,7 @@ pub use model::{
     Build, Limits, LoadOptions, PHASES, Recipe, Requirement, Resource, Source, Test, parse_memory,
     parse_size, url_file_name,
 };
-pub use name::{RuntimeName, is_lowercase_slug};
+pub use name::{RuntimeName, StackName, is_lowercase_slug};
 
 /// The folder under the recipes directory that holds stacks, not a runtime.
 pub const STACKS_DIR: &str = "stacks";

@@ -203,7 +203,7 @@ pub struct Recipe {
     pub description: Option<String>,
     /// The stack it builds on: a folder of `recipes/stacks/` (by default
     /// [`DEFAULT_STACK`](super::DEFAULT_STACK)).
-    pub stack: String,
+    pub stack: super::StackName,
     /// The install prefix, without a trailing `/` (by default `/app/<runtime>`).
     pub prefix: String,
     /// Whether the prefix may lie outside `/app` (or be `/app` itself).

@@ -174,7 +174,7 @@ pub async fn plan(
                     [
                         j.recipe.runtime.to_string(),
                         j.recipe.version.to_string(),
-                        j.recipe.stack.clone(),
+                        j.recipe.stack.to_string(),
                         j.key.short().to_string(),
                         j.status.name().to_string(),
                         j.reason.clone(),

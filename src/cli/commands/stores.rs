@@ -132,7 +132,10 @@ pub async fn inventory(
             let catalogue = Catalogue::open(&g.recipes)?;
             let entry = catalogue.runtime(runtime)?;
             match entry.versions.last() {
-                Some((v, _)) => catalogue.load(runtime, v, &LoadOptions::default())?.stack,
+                Some((v, _)) => catalogue
+                    .load(runtime, v, &LoadOptions::default())?
+                    .stack
+                    .to_string(),
                 None => packager::recipe::DEFAULT_STACK.to_string(),
             }
         }
