@@ -76,7 +76,8 @@ fn a_plan_runs_end_to_end_through_the_library() {
     }];
     let opts = RunOptions {
         parallel: 2,
-        make_jobs: None,
+        // `{jobs}` other than the canonical 1: the provenance digest must not see it.
+        make_jobs: Some(3),
         keep: false,
         force: false,
         fail_fast: false,
