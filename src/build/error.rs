@@ -36,7 +36,7 @@ pub enum BuildError {
         /// The phase.
         phase: Phase,
         /// What failed.
-        failure: Box<Failure>,
+        failure: Box<CommandFailure>,
     },
     /// The artifact could not be made.
     #[error("cannot package the prefix of {job}")]
@@ -49,7 +49,7 @@ pub enum BuildError {
     },
     /// A test command failed.
     #[error("test of {0}")]
-    Test(Box<Failure>),
+    Test(Box<CommandFailure>),
     /// The linkage gate found ELF files whose libraries the run image cannot provide.
     #[error("test of {job} failed: libraries missing in the run image {image}\n{}\nfull log: {}", missing_block(.report), log.display())]
     Linkage {
@@ -84,7 +84,7 @@ pub enum BuildError {
 
 /// A command that exited non-zero in a build or test container.
 #[derive(Debug)]
-pub struct Failure {
+pub struct CommandFailure {
     /// `runtime version`.
     pub job: String,
     /// The command.
@@ -99,7 +99,7 @@ pub struct Failure {
     pub debug: String,
 }
 
-impl std::fmt::Display for Failure {
+impl std::fmt::Display for CommandFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,

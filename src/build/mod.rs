@@ -52,7 +52,7 @@ pub use container::{
     BuildLog, container_env, labels, owner, remove_orphans, remove_own, short, upload_artifact,
 };
 pub(crate) use container::{run_commands, writer_stream};
-pub use error::{BuildError, Failure};
+pub use error::{BuildError, CommandFailure};
 
 /// A build phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -592,7 +592,7 @@ impl Builder {
                         .map_or(String::new(), |n| format!("{n}; "));
                 return Err(BuildError::Phase {
                     phase,
-                    failure: Box::new(Failure {
+                    failure: Box::new(CommandFailure {
                         job: job.to_string(),
                         command,
                         exit_code,

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::{
-    BuildError, BuildLog, Failure, Required, container_env, labels, run_commands, upload_artifact,
+    BuildError, BuildLog, CommandFailure, Required, container_env, labels, run_commands, upload_artifact,
 };
 use crate::docker::{ContainerGuard, ContainerSpec, Docker, ExecSpec};
 use crate::linkage::{self, Probe, Resolver};
@@ -93,7 +93,7 @@ impl TestContainer {
             )
             .await?
             {
-                return Err(BuildError::Test(Box::new(Failure {
+                return Err(BuildError::Test(Box::new(CommandFailure {
                     job: job.clone(),
                     command,
                     exit_code,

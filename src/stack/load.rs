@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::manifest::parse_manifest;
 use super::{
-    HASH_LABEL, ImageSource, MANIFEST, ROLE_LABEL, Role, STACK_LABEL, StackError, StackManifest,
+    HASH_LABEL, ImageSource, MANIFEST, IMAGE_ROLE_LABEL, Role, STACK_LABEL, StackError, StackManifest,
 };
 use crate::recipe::{STACKS_DIR, is_lowercase_slug};
 
@@ -200,7 +200,7 @@ impl Stack {
         BTreeMap::from([
             (STACK_LABEL.to_owned(), self.name.clone()),
             (HASH_LABEL.to_owned(), self.hash.clone()),
-            (ROLE_LABEL.to_owned(), role.as_str().to_owned()),
+            (IMAGE_ROLE_LABEL.to_owned(), role.as_str().to_owned()),
         ])
     }
 }

@@ -63,7 +63,7 @@ pub const STACK_LABEL: &str = "packager.stack";
 /// Label holding the full stack hash.
 pub const HASH_LABEL: &str = "packager.stack.hash";
 /// Label holding the image role (`build` or `run`).
-pub const ROLE_LABEL: &str = "packager.stack.role";
+pub const IMAGE_ROLE_LABEL: &str = "packager.stack.role";
 
 /// `SOURCE_DATE_EPOCH` for bootstraps when the stack doesn't set one (2024-01-01T00:00:00Z).
 pub const DEFAULT_SOURCE_DATE_EPOCH: u64 = 1_704_067_200;
