@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
-    /// x86-64.
+    /// x86-64 (the kernel's `x86_64`).
     Amd64,
-    /// 64-bit ARM.
+    /// 64-bit ARM (the kernel's `aarch64`; Graviton, Apple silicon).
     Arm64,
 }
 
@@ -42,5 +42,25 @@ impl Arch {
 impl std::fmt::Display for Arch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_spellings() {
+        assert_eq!(Arch::parse("x86_64"), Some(Arch::Amd64));
+        assert_eq!(Arch::parse("aarch64"), Some(Arch::Arm64));
+        assert_eq!(Arch::parse("arm64"), Some(Arch::Arm64));
+        assert_eq!(Arch::parse("s390x"), None);
+    }
+
+    #[test]
+    fn displays_and_serializes_the_docker_name() {
+        assert_eq!(Arch::Amd64.to_string(), "amd64");
+        assert_eq!(serde_json::to_string(&Arch::Arm64).unwrap(), "\"arm64\"");
+        assert_eq!(Arch::parse(Arch::host().as_str()), Some(Arch::host()));
     }
 }

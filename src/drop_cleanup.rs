@@ -3,7 +3,8 @@
 //!
 //! A `Drop` cannot await, and the dropping runtime may not poll anything any more, so the work
 //! runs to completion on a thread of its own with a current-thread runtime, within a time
-//! limit; `drop` waits for it. Failures are logged (`tracing`), never printed.
+//! limit; `drop` waits for it. Failures are logged (`tracing`) with their whole chain of
+//! causes, never printed.
 
 use std::future::Future;
 use std::time::Duration;
@@ -12,14 +13,15 @@ use std::time::Duration;
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs the future that `make` returns on a thread named `thread` with its own runtime, waits
-/// for it at most [`TIMEOUT`], and returns once it is done. `what` names the work in the logs
-/// (`remove container 3f2a…`). `make` runs on that thread, so it may build clients that need
-/// a runtime.
+/// for it at most [`TIMEOUT`], and returns once it is done. `what` names the work and what it
+/// works on in the logs (`remove container 3f2a…`, `abort the multipart upload of s3://…`).
+/// `make` runs on that thread, inside its runtime, so it may build the clients the work needs
+/// (the caller's may be bound to the dying runtime); the time limit starts after it.
 pub fn run_blocking<F, Fut, E>(thread: &str, what: String, make: F)
 where
     F: FnOnce() -> Result<Fut, E> + Send + 'static,
     Fut: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
+    E: std::error::Error,
 {
     let shown = what.clone();
     let worker = std::thread::Builder::new()
@@ -42,7 +44,7 @@ where
             match result {
                 Ok(true) => tracing::debug!("on drop: {what}: done"),
                 Ok(false) => tracing::warn!("on drop: {what}: timed out"),
-                Err(e) => tracing::warn!(error = %e, "on drop: cannot {what}"),
+                Err(e) => tracing::warn!(error = %Chain(&e), "on drop: cannot {what}"),
             }
         });
     match worker {
@@ -50,6 +52,21 @@ where
             let _ = handle.join();
         }
         Err(e) => tracing::warn!(error = %e, "cannot spawn the thread to {shown}"),
+    }
+}
+
+/// An error and its sources, `: `-separated: a log line has no `caused by:` lines.
+struct Chain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
     }
 }
 
@@ -74,5 +91,27 @@ mod tests {
             });
         });
         assert!(done.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn the_log_shows_every_cause() {
+        let e = Wrapped(std::io::Error::other("connection refused"));
+        assert_eq!(Chain(&e).to_string(), "cannot remove: connection refused");
+    }
+
+    /// An error that says what failed and returns the reason as its source.
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("cannot remove")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
     }
 }

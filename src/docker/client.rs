@@ -1,0 +1,193 @@
+//! The connection: [`Docker`] itself, how it connects (`DOCKER_HOST`, the API version
+//! negotiation, the ping), what the engine says about itself, and the small conversions every
+//! request uses.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::{Arch, DockerError};
+
+/// Where we connect when `DOCKER_HOST` is unset.
+pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+/// Per-request timeout (time until the engine answers with headers). Imports and builds can take
+/// a long time before the engine answers, so this is generous; pings use [`PING_TIMEOUT`].
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// How long we wait for the engine to answer a ping before calling it unreachable.
+const PING_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What the engine says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineInfo {
+    /// Engine version, e.g. `20.10.24`.
+    pub version: String,
+    /// API version the engine speaks (we negotiate down to it), e.g. `1.41`.
+    pub api_version: String,
+    /// The engine's (and so the containers') architecture.
+    pub arch: Arch,
+    /// The engine's OS, e.g. `linux`.
+    pub os: String,
+}
+
+/// A connection to the Docker engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Docker {
+    /// The library's client; only this module's files use it.
+    pub(super) client: bollard::Docker,
+    /// The host it was made for, to make another client like it (see
+    /// [`ContainerGuard`](super::ContainerGuard)'s `Drop`).
+    pub(super) host: String,
+}
+
+impl std::fmt::Debug for Docker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Docker").field("host", &self.host).finish()
+    }
+}
+
+/// A client of `host` (`unix://`, a path, `tcp://`, `http://`; other schemes are left to the
+/// library to refuse) speaking API `version`. No request is sent yet.
+pub(super) fn new_client(
+    host: &str,
+    version: &bollard::ClientVersion,
+) -> Result<bollard::Docker, bollard::errors::Error> {
+    let timeout = REQUEST_TIMEOUT.as_secs();
+    let client = if host.starts_with("unix://") || host.starts_with('/') {
+        bollard::Docker::connect_with_unix(host, timeout, version)?
+    } else if host.starts_with("tcp://") || host.starts_with("http://") {
+        bollard::Docker::connect_with_http(host, timeout, version)?
+    } else {
+        // Let the library report the scheme it doesn't support.
+        bollard::Docker::connect_with_host(host)?
+    };
+    Ok(client.with_timeout(REQUEST_TIMEOUT))
+}
+
+/// Turns `[(k, v)]` into Docker's `k=v` filter values.
+/// Turns `[(k, v)]` into Docker's `k=v` filter values (`(k, None)` matches any value).
+pub(super) fn label_filters(labels: &[(&str, Option<&str>)]) -> HashMap<String, Vec<String>> {
+    let values = labels
+        .iter()
+        .map(|(k, v)| match v {
+            Some(v) => format!("{k}={v}"),
+            None => (*k).to_owned(),
+        })
+        .collect();
+    HashMap::from([("label".to_owned(), values)])
+}
+
+/// Turns an environment into Docker's `KEY=value` list.
+pub(super) fn env_list(env: &[(String, String)]) -> Vec<String> {
+    env.iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+impl Docker {
+    /// Connects to `DOCKER_HOST` (or the default unix socket), negotiates the API version and
+    /// pings the engine.
+    pub async fn connect() -> Result<Docker, DockerError> {
+        let host = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| DEFAULT_HOST.to_owned());
+        Self::connect_to(&host).await
+    }
+
+    /// Connects to `host` (`unix:///path`, `/path`, `tcp://host:port`), negotiates the API
+    /// version and pings the engine.
+    pub async fn connect_to(host: &str) -> Result<Docker, DockerError> {
+        let client = new_client(host, bollard::API_DEFAULT_VERSION).map_err(|e| match e {
+            bollard::errors::Error::SocketNotFoundError(_) => DockerError::Unreachable {
+                host: host.to_owned(),
+                source: Some(e.into()),
+            },
+            e => DockerError::Connect {
+                host: host.to_owned(),
+                source: e.into(),
+            },
+        })?;
+        let unreachable = |source: Option<bollard::errors::Error>| DockerError::Unreachable {
+            host: host.to_owned(),
+            source: source.map(Into::into),
+        };
+        let client = tokio::time::timeout(PING_TIMEOUT, client.negotiate_version())
+            .await
+            .map_err(|_| unreachable(None))?
+            .map_err(|e| unreachable(Some(e)))?;
+        let docker = Docker {
+            client,
+            host: host.to_owned(),
+        };
+        docker.ping().await?;
+        Ok(docker)
+    }
+
+    /// The host we are connected to, as given (`unix:///var/run/docker.sock`, `tcp://…`).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Checks that the engine answers.
+    pub async fn ping(&self) -> Result<(), DockerError> {
+        let unreachable = |source: Option<bollard::errors::Error>| DockerError::Unreachable {
+            host: self.host.clone(),
+            source: source.map(Into::into),
+        };
+        tokio::time::timeout(PING_TIMEOUT, self.client.ping())
+            .await
+            .map_err(|_| unreachable(None))?
+            .map_err(|e| unreachable(Some(e)))?;
+        Ok(())
+    }
+
+    /// The engine's version, API version, architecture and OS.
+    pub async fn engine(&self) -> Result<EngineInfo, DockerError> {
+        let v = self
+            .client
+            .version()
+            .await
+            .map_err(|e| DockerError::engine("query the engine version", e))?;
+        let arch_name = v.arch.unwrap_or_default();
+        let arch =
+            Arch::parse(&arch_name).ok_or(DockerError::UnsupportedArch { arch: arch_name })?;
+        Ok(EngineInfo {
+            version: v.version.unwrap_or_default(),
+            api_version: v.api_version.unwrap_or_default(),
+            arch,
+            os: v.os.unwrap_or_default(),
+        })
+    }
+
+    /// The memory (bytes) and CPUs the engine's machine has, for the containers' default limits.
+    pub async fn capacity(&self) -> Result<(u64, u64), DockerError> {
+        let info = self
+            .client
+            .info()
+            .await
+            .map_err(|e| DockerError::engine("query the engine's resources", e))?;
+        let memory = info
+            .mem_total
+            .and_then(|m| u64::try_from(m).ok())
+            .unwrap_or(0);
+        let cpus = info.ncpu.and_then(|n| u64::try_from(n).ok()).unwrap_or(1);
+        Ok((memory, cpus.max(1)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_filters_format() {
+        let filters =
+            label_filters(&[("packager.stack", Some("mini")), ("packager.managed", None)]);
+        assert_eq!(
+            filters["label"],
+            [
+                "packager.stack=mini".to_owned(),
+                "packager.managed".to_owned()
+            ]
+        );
+    }
+}
