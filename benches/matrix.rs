@@ -20,7 +20,7 @@ use common::fixture::{c_project_with_checks, tarball};
 use common::{Route, Server, Workspace, sha256_hex};
 use packager::pipeline::{Pipeline, Settings};
 use packager::plan::{KEY_METADATA, Selector};
-use packager::publish::{AnyStore, Artifact, Store};
+use packager::publish::{AnyStore, Store, Upload};
 
 fn timed(ws: &Workspace, args: &[&str], env: &[(&str, &str)]) -> Duration {
     let started = Instant::now();
@@ -74,7 +74,7 @@ fn publish_all(ws: &Workspace, store_url: &str, env: &[(&str, &str)]) {
             let key = j.key.as_str();
             let path = ws.dir.path().join(name);
             std::fs::write(&path, key).unwrap();
-            let a = Artifact {
+            let a = Upload {
                 path,
                 name: name.clone(),
                 stack: j.recipe.stack.to_string(),

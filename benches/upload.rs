@@ -19,7 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::moto::Moto;
-use packager::publish::{Artifact, S3Options, S3Store, Store};
+use packager::publish::{S3Options, S3Store, Store, Upload};
 use sha2::Digest;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -65,7 +65,7 @@ fn upload_child(args: &[String]) {
         .unwrap();
         store
             .publish(
-                &Artifact {
+                &Upload {
                     path: file.into(),
                     name: name.clone(),
                     stack: "bench".into(),

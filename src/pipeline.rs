@@ -22,7 +22,7 @@ use crate::cache::Cache;
 use crate::docker::{ContainerGuard, Docker};
 use crate::fetch::{Fetcher, RetryPolicy};
 use crate::plan::{KEY_METADATA, Plan, PlanOptions, Selector, Status};
-use crate::publish::{self, Outcome, Store, inventory};
+use crate::publish::{self, PublishOutcome, Store, inventory};
 use crate::recipe::{Catalogue, Limits, LoadOptions, Recipe};
 use crate::report::Reporter;
 use crate::reproduce::Comparison;
@@ -380,7 +380,7 @@ impl Pipeline {
     ) -> Result<Made, Error> {
         let published = store
             .publish(
-                &publish::Artifact {
+                &publish::Upload {
                     path: built.artifact.path.clone(),
                     name: recipe.artifact.clone(),
                     stack: recipe.stack.to_string(),
@@ -393,11 +393,11 @@ impl Pipeline {
             .await?;
         let location = &published.location;
         match published.outcome {
-            Outcome::Published => self.reporter.info(&format!("published {location}")),
-            Outcome::AlreadyPublished => self.reporter.warn(&format!(
+            PublishOutcome::Published => self.reporter.info(&format!("published {location}")),
+            PublishOutcome::AlreadyPublished => self.reporter.warn(&format!(
                 "{location} was already published with the same content"
             )),
-            Outcome::Replaced => self
+            PublishOutcome::Replaced => self
                 .reporter
                 .warn(&format!("replaced {location} (--force)")),
         }

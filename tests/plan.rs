@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::{Workspace, stderr, stdout};
-use packager::publish::{Artifact, LocalStore, Store};
+use packager::publish::{LocalStore, Store, Upload};
 
 const SUM: &str = "5f2b9d8e1c3a4b6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d";
 
@@ -76,7 +76,7 @@ fn publish_all(ws: &Workspace, jobs: &[serde_json::Value]) {
         let name = j["artifact"].as_str().unwrap();
         let path = ws.dir.path().join(name);
         std::fs::write(&path, j["key"].as_str().unwrap()).unwrap();
-        let a = Artifact {
+        let a = Upload {
             path,
             name: name.to_string(),
             stack: j["stack"].as_str().unwrap().to_string(),

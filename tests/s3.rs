@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::moto::{self, Moto, SECRET_KEY, artifact};
 use common::{bytes, sha256_hex};
 use packager::publish::{
-    AnyStore, ChecksumMode, Outcome, PublishError, S3Options, S3Store, Store, Written,
+    AnyStore, ChecksumMode, PublishError, PublishOutcome, S3Options, S3Store, Store, Written,
 };
 
 /// One server for the whole test binary; each test has its own bucket.
@@ -80,7 +80,7 @@ async fn publishes_downloads_refuses_and_replaces() {
     let a = artifact(tmp.path(), "demo-1.0.0.tar.gz", &bytes(100_000, 1));
 
     let p = s.publish(&a, false).await.unwrap();
-    assert_eq!(p.outcome, Outcome::Published);
+    assert_eq!(p.outcome, PublishOutcome::Published);
     assert_eq!(
         p.location,
         "s3://publish-basic/runtimes/mini/demo-1.0.0.tar.gz"
@@ -123,7 +123,7 @@ async fn publishes_downloads_refuses_and_replaces() {
     // Identical again: a no-op success.
     assert_eq!(
         s.publish(&a, false).await.unwrap().outcome,
-        Outcome::AlreadyPublished
+        PublishOutcome::AlreadyPublished
     );
 
     // Different bytes under the same name: refused, both checksums shown, object unchanged.
@@ -141,7 +141,7 @@ async fn publishes_downloads_refuses_and_replaces() {
     // --force replaces.
     assert_eq!(
         s.publish(&b, true).await.unwrap().outcome,
-        Outcome::Replaced
+        PublishOutcome::Replaced
     );
     assert_eq!(sha256_hex(&download(&url).await), b.sha256);
 
@@ -194,7 +194,7 @@ async fn an_object_put_by_hand_is_hashed() {
     let a = artifact(tmp.path(), "hand-1.0.0.tar.gz", &data);
     assert_eq!(
         s.publish(&a, false).await.unwrap().outcome,
-        Outcome::AlreadyPublished
+        PublishOutcome::AlreadyPublished
     );
 }
 
@@ -213,7 +213,7 @@ async fn multipart_round_trips_and_never_overwrites() {
     let a = artifact(tmp.path(), "big-1.0.0.tar.gz", &bytes(12 << 20, 4));
     assert_eq!(
         s.publish(&a, false).await.unwrap().outcome,
-        Outcome::Published
+        PublishOutcome::Published
     );
     let url = s.public_url("mini", "big-1.0.0.tar.gz");
     assert_eq!(sha256_hex(&download(&url).await), a.sha256);
@@ -246,7 +246,7 @@ async fn multipart_round_trips_and_never_overwrites() {
 
     assert_eq!(
         s.publish(&a, false).await.unwrap().outcome,
-        Outcome::AlreadyPublished
+        PublishOutcome::AlreadyPublished
     );
     let b = artifact(tmp.path(), "big-1.0.0.tar.gz", &bytes(11 << 20, 5));
     let err = s.publish(&b, false).await.unwrap_err();
@@ -254,7 +254,7 @@ async fn multipart_round_trips_and_never_overwrites() {
     assert_eq!(sha256_hex(&download(&url).await), a.sha256, "unchanged");
     assert_eq!(
         s.publish(&b, true).await.unwrap().outcome,
-        Outcome::Replaced
+        PublishOutcome::Replaced
     );
     assert_eq!(sha256_hex(&download(&url).await), b.sha256);
     assert!(pending_uploads("multipart").await.is_empty());
@@ -344,7 +344,7 @@ async fn a_cancelled_multipart_upload_leaves_nothing() {
     // And a later publish works.
     assert_eq!(
         s.publish(&a, false).await.unwrap().outcome,
-        Outcome::Published
+        PublishOutcome::Published
     );
 }
 
@@ -426,7 +426,7 @@ async fn when_required_checksums_send_no_checksum_headers() {
     for a in [&small, &big] {
         assert_eq!(
             s.publish(a, false).await.unwrap().outcome,
-            Outcome::Published
+            PublishOutcome::Published
         );
         let head = moto()
             .client()
@@ -446,7 +446,7 @@ async fn when_required_checksums_send_no_checksum_headers() {
         );
         assert_eq!(
             s.publish(a, false).await.unwrap().outcome,
-            Outcome::AlreadyPublished
+            PublishOutcome::AlreadyPublished
         );
     }
     assert!(pending_uploads("when-required").await.is_empty());

@@ -13,7 +13,7 @@ use common::moto::{self, Moto, artifact};
 use common::proxy::{Action, Op, Proxy, Rule};
 use common::{bytes, sha256_hex};
 use packager::publish::inventory::{self, Entry};
-use packager::publish::{Outcome, PublishError, S3Options, S3Store, Store};
+use packager::publish::{PublishError, PublishOutcome, S3Options, S3Store, Store};
 
 fn moto() -> &'static Moto {
     static MOTO: OnceLock<Moto> = OnceLock::new();
@@ -84,7 +84,7 @@ async fn a_store_that_refuses_the_composite_checksum_header_takes_a_big_publish_
     let a = artifact(tmp.path(), "big-1.0.0.tar.gz", &data);
     let s = store("composite", &proxy.endpoint, None).await;
     let published = s.publish(&a, false).await.unwrap();
-    assert_eq!(published.outcome, Outcome::Published);
+    assert_eq!(published.outcome, PublishOutcome::Published);
     assert_eq!(proxy.count(Op::UploadPart, "big-1.0.0"), 2);
     let completes: Vec<_> = proxy
         .seen()
@@ -134,7 +134,7 @@ async fn race(bucket: &str, held: Op, part_size: Option<u64>, size: usize) {
         .await
         .unwrap();
     let second = store_b.publish(&b, false).await.unwrap();
-    assert_eq!(second.outcome, Outcome::Published);
+    assert_eq!(second.outcome, PublishOutcome::Published);
     let first = first.await.unwrap();
     match first {
         Err(PublishError::Conflict { .. }) => {}
@@ -182,7 +182,7 @@ async fn a_409_on_completion_starts_the_upload_again() {
     );
     let s = store("conflict", &proxy.endpoint, Some(5 * MIB)).await;
     let published = s.publish(&a, false).await.unwrap();
-    assert_eq!(published.outcome, Outcome::Published);
+    assert_eq!(published.outcome, PublishOutcome::Published);
     assert_eq!(proxy.count(Op::CreateMultipartUpload, "again-1.0.0"), 2);
     assert_eq!(proxy.count(Op::UploadPart, "again-1.0.0"), 6);
     assert_eq!(proxy.count(Op::AbortMultipartUpload, "again-1.0.0"), 1);
@@ -223,7 +223,7 @@ async fn server_errors_are_retried_with_backoff() {
     let small = artifact(tmp.path(), "small-1.0.0.tar.gz", &bytes(1000, 4));
     assert_eq!(
         s.publish(&small, false).await.unwrap().outcome,
-        Outcome::Published
+        PublishOutcome::Published
     );
     assert_eq!(proxy.count(Op::PutObject, "small-1.0.0"), 3);
     let big = artifact(
@@ -233,7 +233,7 @@ async fn server_errors_are_retried_with_backoff() {
     );
     assert_eq!(
         s.publish(&big, false).await.unwrap().outcome,
-        Outcome::Published
+        PublishOutcome::Published
     );
     assert_eq!(proxy.count(Op::UploadPart, "big-1.0.0"), 4);
     assert_eq!(pending_uploads("retries").await, 0);

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::{
-    BuildError, BuildLog, CommandFailure, Required, container_env, labels, run_commands, upload_artifact,
+    BuildError, BuildLog, CommandFailure, Required, container_env, labels, run_commands,
+    upload_artifact,
 };
 use crate::docker::{ContainerGuard, ContainerSpec, Docker, ExecSpec};
 use crate::linkage::{self, Probe, Resolver};

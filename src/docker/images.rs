@@ -49,7 +49,7 @@ pub struct ImportOptions {
 
 /// Options for [`Docker::build_image`].
 #[derive(Debug, Clone, Default)]
-pub struct BuildOptions {
+pub struct ImageBuildOptions {
     /// The tag to give the image, `repo:tag`.
     pub tag: String,
     /// The Dockerfile's path inside the context.
@@ -170,7 +170,7 @@ impl Docker {
     pub async fn build_image<S>(
         &self,
         context: S,
-        options: &BuildOptions,
+        options: &ImageBuildOptions,
         output: &mut (dyn FnMut(&str) + Send),
     ) -> Result<ImageInfo, DockerError>
     where

@@ -37,7 +37,7 @@ pub use error::{DockerError, EngineError};
 pub use exec::{
     AttachedExec, ExecHandle, ExecInput, ExecOutput, ExecResult, ExecSpec, OutputStream,
 };
-pub use images::{BuildOptions, ImageInfo, ImportOptions};
+pub use images::{ImageBuildOptions, ImageInfo, ImportOptions};
 pub use transfer::ByteStream;
 
 /// Label put on every container this module creates; the value is always `"true"`.

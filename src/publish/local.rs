@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::Digest;
 
-use super::{Artifact, Outcome, PublishError, Published, Store, Stored, Tag, Written};
+use super::{PublishError, PublishOutcome, Published, Store, Stored, Tag, Upload, Written};
 use crate::checksum::{Algo, hash_file};
 
 /// A store in a local folder.
@@ -65,14 +65,14 @@ impl LocalStore {
         Ok(lock)
     }
 
-    fn publish_blocking(&self, a: &Artifact, force: bool) -> Result<Published, PublishError> {
+    fn publish_blocking(&self, a: &Upload, force: bool) -> Result<Published, PublishError> {
         let dir = self.root.join(&a.stack);
         // One publisher at a time per stack folder.
         let lock = Self::lock_dir(&dir)?;
 
         let target = dir.join(&a.name);
         let location = target.display().to_string();
-        let mut outcome = Outcome::Published;
+        let mut outcome = PublishOutcome::Published;
         if target.exists() {
             let (existing, _) = hash_file(Algo::Sha256, &target).map_err(Self::io(&target))?;
             if let Some(done) = super::decide_existing(existing, a, force, || location.clone())? {
@@ -83,7 +83,7 @@ impl LocalStore {
                     outcome: done,
                 });
             }
-            outcome = Outcome::Replaced;
+            outcome = PublishOutcome::Replaced;
         }
         // Copy to a temp file in the same folder, fsync, rename: readers see all or nothing.
         let tmp = tempfile::Builder::new()
@@ -93,7 +93,7 @@ impl LocalStore {
         let mut src = fs_err::File::open(&a.path).map_err(Self::io(&a.path))?;
         std::io::copy(&mut src, &mut tmp.as_file()).map_err(Self::io(tmp.path()))?;
         tmp.as_file().sync_all().map_err(Self::io(tmp.path()))?;
-        if outcome == Outcome::Replaced {
+        if outcome == PublishOutcome::Replaced {
             tmp.persist(&target).map_err(|e| PublishError::Io {
                 path: target.clone(),
                 source: e.error,
@@ -131,7 +131,7 @@ fn place_new(tmp: tempfile::NamedTempFile, target: &Path) -> Result<bool, Publis
 }
 
 impl LocalStore {
-    fn write_sidecar(&self, dir: &Path, a: &Artifact) -> Result<(), PublishError> {
+    fn write_sidecar(&self, dir: &Path, a: &Upload) -> Result<(), PublishError> {
         let sidecar = dir.join(format!("{}.sha256", a.name));
         let text = format!("{}  {}\n", a.sha256, a.name);
         if fs_err::read_to_string(&sidecar).ok().as_deref() != Some(text.as_str()) {
@@ -216,7 +216,7 @@ impl Store for LocalStore {
         self.url.clone()
     }
 
-    async fn publish(&self, artifact: &Artifact, force: bool) -> Result<Published, PublishError> {
+    async fn publish(&self, artifact: &Upload, force: bool) -> Result<Published, PublishError> {
         let me = self.clone();
         let a = artifact.clone();
         tokio::task::spawn_blocking(move || me.publish_blocking(&a, force))
@@ -335,11 +335,11 @@ impl Store for LocalStore {
 mod tests {
     use super::*;
 
-    fn artifact(dir: &Path, bytes: &[u8]) -> Artifact {
+    fn artifact(dir: &Path, bytes: &[u8]) -> Upload {
         let path = dir.join(format!("in-{}", bytes.len()));
         std::fs::write(&path, bytes).unwrap();
         let (sha256, size) = hash_file(Algo::Sha256, &path).unwrap();
-        Artifact {
+        Upload {
             path,
             name: "demo-1.0.0.tar.gz".into(),
             stack: "bookworm".into(),
@@ -388,7 +388,7 @@ mod tests {
         let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         let won: Vec<&String> = results
             .iter()
-            .filter(|(_, r)| matches!(r, Ok(p) if p.outcome == Outcome::Published))
+            .filter(|(_, r)| matches!(r, Ok(p) if p.outcome == PublishOutcome::Published))
             .map(|(sha, _)| sha)
             .collect();
         assert_eq!(won.len(), 1, "{results:?}");
@@ -409,7 +409,7 @@ mod tests {
         let store = LocalStore::from_url(tmp.path().join("dist").to_str().unwrap()).unwrap();
         let a = artifact(tmp.path(), b"first");
         let p = store.publish(&a, false).await.unwrap();
-        assert_eq!(p.outcome, Outcome::Published);
+        assert_eq!(p.outcome, PublishOutcome::Published);
         let stored = tmp.path().join("dist/bookworm/demo-1.0.0.tar.gz");
         assert_eq!(std::fs::read(&stored).unwrap(), b"first");
         assert_eq!(
@@ -419,7 +419,7 @@ mod tests {
         );
         assert_eq!(
             store.publish(&a, false).await.unwrap().outcome,
-            Outcome::AlreadyPublished
+            PublishOutcome::AlreadyPublished
         );
         let b = artifact(tmp.path(), b"second!");
         let err = store.publish(&b, false).await.unwrap_err();
@@ -431,7 +431,7 @@ mod tests {
         assert_eq!(std::fs::read(&stored).unwrap(), b"first", "unchanged");
         assert_eq!(
             store.publish(&b, true).await.unwrap().outcome,
-            Outcome::Replaced
+            PublishOutcome::Replaced
         );
         assert_eq!(std::fs::read(&stored).unwrap(), b"second!");
         let stored = store

@@ -21,9 +21,10 @@ use std::path::PathBuf;
 pub use local::LocalStore;
 pub use s3::{ChecksumMode, S3Options, S3Store};
 
-/// An artifact ready to publish.
+/// An artifact ready to publish: the packed file, the name it gets in the store and the
+/// provenance stored with it (a build's [`crate::package::Artifact`] is the file alone).
 #[derive(Debug, Clone)]
-pub struct Artifact {
+pub struct Upload {
     /// The `.tar.gz` on the host.
     pub path: PathBuf,
     /// Its file name in the store.
@@ -41,7 +42,7 @@ pub struct Artifact {
 
 /// What publishing did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum PublishOutcome {
     /// The artifact is new in the store.
     Published,
     /// The store already had these exact bytes under that name.
@@ -56,7 +57,7 @@ pub struct Published {
     /// Where it is: a path for the local store, an `s3://` URL for S3.
     pub location: String,
     /// What happened.
-    pub outcome: Outcome,
+    pub outcome: PublishOutcome,
 }
 
 /// An artifact as the store holds it.
@@ -184,12 +185,12 @@ impl PublishError {
 /// refused, naming both checksums, unless `force` (`None`: go ahead and replace them).
 pub fn decide_existing(
     existing: String,
-    artifact: &Artifact,
+    artifact: &Upload,
     force: bool,
     location: impl FnOnce() -> String,
-) -> Result<Option<Outcome>, PublishError> {
+) -> Result<Option<PublishOutcome>, PublishError> {
     if existing == artifact.sha256 {
-        return Ok(Some(Outcome::AlreadyPublished));
+        return Ok(Some(PublishOutcome::AlreadyPublished));
     }
     if force {
         return Ok(None);
@@ -210,7 +211,7 @@ pub trait Store: Send + Sync {
     /// `force`. The artifact is complete in the store (or absent) when this returns.
     fn publish(
         &self,
-        artifact: &Artifact,
+        artifact: &Upload,
         force: bool,
     ) -> impl Future<Output = Result<Published, PublishError>> + Send;
 
@@ -295,7 +296,7 @@ impl Store for AnyStore {
         each_store!(self, s => s.describe())
     }
 
-    async fn publish(&self, artifact: &Artifact, force: bool) -> Result<Published, PublishError> {
+    async fn publish(&self, artifact: &Upload, force: bool) -> Result<Published, PublishError> {
         each_store!(self, s => s.publish(artifact, force).await)
     }
 

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::load::context_tar;
 use super::{HASH_LABEL, ImageSource, Progress, Role, STACK_LABEL, Stack, StackError};
-use crate::docker::{BuildOptions, Docker, ImageInfo};
+use crate::docker::{Docker, ImageBuildOptions, ImageInfo};
 
 /// The image a stack role ended up with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +103,7 @@ impl Stack {
                     self.name
                 ));
                 let context = context_tar(&self.dir)?;
-                let options = BuildOptions {
+                let options = ImageBuildOptions {
                     tag: reference.clone(),
                     dockerfile: path.clone(),
                     labels: self.labels(role),

@@ -8,7 +8,8 @@ use sha2::{Digest, Sha256};
 
 use super::manifest::parse_manifest;
 use super::{
-    HASH_LABEL, ImageSource, MANIFEST, IMAGE_ROLE_LABEL, Role, STACK_LABEL, StackError, StackManifest,
+    HASH_LABEL, IMAGE_ROLE_LABEL, ImageSource, MANIFEST, Role, STACK_LABEL, StackError,
+    StackManifest,
 };
 use crate::recipe::{STACKS_DIR, is_lowercase_slug};
 

@@ -163,11 +163,11 @@ pub fn set_env(moto: &Moto) {
 
 /// An artifact of `data` written under `dir`, as the stores publish it (stack `mini`, a little
 /// provenance).
-pub fn artifact(dir: &std::path::Path, name: &str, data: &[u8]) -> packager::publish::Artifact {
+pub fn artifact(dir: &std::path::Path, name: &str, data: &[u8]) -> packager::publish::Upload {
     let sha256 = super::sha256_hex(data);
     let path = dir.join(format!("{sha256}-{name}"));
     std::fs::write(&path, data).unwrap();
-    packager::publish::Artifact {
+    packager::publish::Upload {
         path,
         name: name.into(),
         stack: "mini".into(),

@@ -1,5 +1,5 @@
 //! What went wrong, in words a user can act on: a failed SDK call is classified once
-//! ([`Failure`]: status, error code, text, kind) and turned into a [`PublishError::Remote`] that
+//! ([`CallFailure`]: status, error code, text, kind) and turned into a [`PublishError::Remote`] that
 //! says what was done, where, what the store said and — when there is one — a hint.
 //! Credentials and URL signatures never reach a message ([`scrub`]).
 
@@ -11,7 +11,7 @@ use crate::publish::PublishError;
 
 /// How a failed SDK call is classified.
 #[derive(Debug)]
-pub(super) struct Failure {
+pub(super) struct CallFailure {
     /// The HTTP status, when the store answered.
     pub(super) status: Option<u16>,
     /// The S3 error code (`NoSuchBucket`, `PreconditionFailed`…), when the answer had a body.
@@ -19,12 +19,12 @@ pub(super) struct Failure {
     /// What to tell the user: `code: message`, or the SDK's whole chain, scrubbed.
     pub(super) text: String,
     /// Who failed, which decides the hint.
-    pub(super) kind: FailureKind,
+    pub(super) kind: CallFailureKind,
 }
 
 /// Who failed: the server, the credentials chain, the network, or something else.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum FailureKind {
+pub(super) enum CallFailureKind {
     /// The server answered with an error.
     Service,
     /// No credentials could be found.
@@ -35,9 +35,9 @@ pub(super) enum FailureKind {
     Other,
 }
 
-impl Failure {
+impl CallFailure {
     /// Classifies a failed call; the text is scrubbed of secrets.
-    pub(super) fn of<E>(err: &SdkError<E, HttpResponse>) -> Failure
+    pub(super) fn of<E>(err: &SdkError<E, HttpResponse>) -> CallFailure
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
@@ -57,40 +57,40 @@ impl Failure {
                         _ => chain,
                     },
                 };
-                Failure {
+                CallFailure {
                     status,
                     code,
                     text: scrub(&text),
-                    kind: FailureKind::Service,
+                    kind: CallFailureKind::Service,
                 }
             }
-            SdkError::TimeoutError(_) => Failure {
+            SdkError::TimeoutError(_) => CallFailure {
                 status,
                 code: None,
                 text: "timed out".into(),
-                kind: FailureKind::Unreachable,
+                kind: CallFailureKind::Unreachable,
             },
             SdkError::DispatchFailure(d) => {
                 let lower = chain.to_ascii_lowercase();
                 let kind = if lower.contains("credential") || lower.contains("identity") {
-                    FailureKind::NoCredentials
+                    CallFailureKind::NoCredentials
                 } else if d.is_io() || d.is_timeout() || lower.contains("connect") {
-                    FailureKind::Unreachable
+                    CallFailureKind::Unreachable
                 } else {
-                    FailureKind::Other
+                    CallFailureKind::Other
                 };
-                Failure {
+                CallFailure {
                     status,
                     code: None,
                     text: chain,
                     kind,
                 }
             }
-            _ => Failure {
+            _ => CallFailure {
                 status,
                 code: None,
                 text: chain,
-                kind: FailureKind::Other,
+                kind: CallFailureKind::Other,
             },
         }
     }
@@ -112,7 +112,7 @@ impl Failure {
 
     /// 404 for the object (not for the bucket: a missing bucket is an error).
     pub(super) fn not_found(&self) -> bool {
-        self.kind == FailureKind::Service
+        self.kind == CallFailureKind::Service
             && (self.code_is(&["NoSuchKey", "NotFound"])
                 || (self.status == Some(404) && !self.code_is(&["NoSuchBucket"])))
     }
@@ -145,20 +145,20 @@ pub(super) fn scrub(text: &str) -> String {
 pub(super) fn remote(
     action: &str,
     location: &str,
-    f: &Failure,
+    f: &CallFailure,
     options: &S3Options,
 ) -> PublishError {
     let lower = f.text.to_ascii_lowercase();
     let checksum_hint = "this store may not implement the x-amz-checksum-sha256 headers: pass --s3-checksums when-required (PACKAGER_S3_CHECKSUMS=when-required)";
     let hint: Option<String> = match f.kind {
-        FailureKind::NoCredentials => Some(
+        CallFailureKind::NoCredentials => Some(
             "no AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, pick a profile with AWS_PROFILE (`aws sso login` for SSO), or run with an instance role".into(),
         ),
-        FailureKind::Unreachable => Some(
+        CallFailureKind::Unreachable => Some(
             "cannot reach the S3 endpoint: check --endpoint-url / AWS_ENDPOINT_URL, AWS_REGION, proxies and the network".into(),
         ),
-        FailureKind::Other => None,
-        FailureKind::Service => {
+        CallFailureKind::Other => None,
+        CallFailureKind::Service => {
             if f.code_is(&["NoSuchBucket"]) {
                 Some("the bucket does not exist: create it, or check the bucket name, AWS_REGION and the endpoint".into())
             } else if f.code_is(&[
@@ -206,7 +206,7 @@ pub(super) fn remote(
             }
         }
     };
-    let message = match (f.kind == FailureKind::Service, f.status) {
+    let message = match (f.kind == CallFailureKind::Service, f.status) {
         (true, Some(s)) if !f.text.contains(&s.to_string()) => format!("{} (HTTP {s})", f.text),
         _ => f.text.clone(),
     };
@@ -224,11 +224,11 @@ mod tests {
 
     #[test]
     fn rejections_of_checksum_headers_point_to_when_required() {
-        let f = Failure {
+        let f = CallFailure {
             status: Some(400),
             code: Some("InvalidArgument".into()),
             text: "InvalidArgument: x-amz-checksum-sha256 is not supported".into(),
-            kind: FailureKind::Service,
+            kind: CallFailureKind::Service,
         };
         let e = remote("upload", "s3://b/k", &f, &S3Options::default());
         assert!(e.to_string().contains("s3://b/k"), "{e}");
@@ -236,11 +236,11 @@ mod tests {
             e.hint().unwrap().contains("--s3-checksums when-required"),
             "{e:?}"
         );
-        let f = Failure {
+        let f = CallFailure {
             status: Some(501),
             code: Some("NotImplemented".into()),
             text: "NotImplemented: A header you provided implies functionality that is not implemented (If-None-Match)".into(),
-            kind: FailureKind::Service,
+            kind: CallFailureKind::Service,
         };
         let hint = remote("upload", "s3://b/k", &f, &S3Options::default())
             .hint()

@@ -35,7 +35,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 pub use config::{ChecksumMode, MAX_PART_SIZE, MIN_PART_SIZE, S3Options, parse_url};
 
 use super::PublishError;
-use failure::{Failure, remote};
+use failure::{CallFailure, remote};
 
 /// The metadata key of the artifact's sha256 (`x-amz-meta-sha256`).
 const SHA256_KEY: &str = "sha256";
@@ -104,7 +104,7 @@ impl S3Store {
         } else {
             self.location(key)
         };
-        remote(action, &location, &Failure::of(err), &self.options)
+        remote(action, &location, &CallFailure::of(err), &self.options)
     }
 
     /// Whether to send (and ask for) the sha256 checksum headers.

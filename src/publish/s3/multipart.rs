@@ -16,10 +16,10 @@ use futures_util::{StreamExt, TryStreamExt};
 use sha2::Digest;
 
 use super::config::{MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE};
-use super::failure::{Failure, remote};
+use super::failure::{CallFailure, remote};
 use super::object::{Body, Commit, b64, upload_timeout};
 use super::{CONFLICT_ATTEMPTS, GZIP, READ_BUFFER, S3Options, S3Store};
-use crate::publish::{Artifact, Outcome, PublishError};
+use crate::publish::{PublishError, PublishOutcome, Upload};
 
 /// A fresh HTTP client (its own connection pool), for work on another runtime.
 fn fresh_http_client() -> aws_sdk_s3::config::SharedHttpClient {
@@ -79,7 +79,7 @@ async fn abort_upload(
     {
         Ok(_) => Ok(()),
         Err(e) => {
-            let f = Failure::of(&e);
+            let f = CallFailure::of(&e);
             // Already gone: aborted or completed by a retry.
             if f.status == Some(404) || f.code_is(&["NoSuchUpload"]) {
                 return Ok(());
@@ -152,7 +152,7 @@ impl S3Store {
         &self,
         key: &str,
         upload_id: &str,
-        a: &Artifact,
+        a: &Upload,
         part_size: u64,
     ) -> Result<(Vec<CompletedPart>, String), PublishError> {
         let concurrency = self.options.concurrency.max(1);
@@ -208,7 +208,7 @@ impl S3Store {
         &self,
         key: &str,
         upload_id: &str,
-        a: &Artifact,
+        a: &Upload,
         p: PartPlan,
     ) -> Result<CompletedPart, PublishError> {
         let stream = ByteStream::read_from()
@@ -261,11 +261,11 @@ impl S3Store {
     /// few times.
     pub(super) async fn publish_multipart(
         &self,
-        a: &Artifact,
+        a: &Upload,
         key: &str,
         force: bool,
         mut exclusive: bool,
-    ) -> Result<(Outcome, Option<String>), PublishError> {
+    ) -> Result<(PublishOutcome, Option<String>), PublishError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -289,11 +289,11 @@ impl S3Store {
     /// completion answered 409 (the upload is aborted, start again).
     async fn multipart_once(
         &self,
-        a: &Artifact,
+        a: &Upload,
         key: &str,
         force: bool,
         exclusive: &mut bool,
-    ) -> Result<Option<(Outcome, Option<String>)>, PublishError> {
+    ) -> Result<Option<(PublishOutcome, Option<String>)>, PublishError> {
         let part_size = self.part_size(a.size);
         let mut create = self
             .client
@@ -330,9 +330,9 @@ impl S3Store {
                 parts: &parts,
             };
             let mut outcome = if *exclusive {
-                Outcome::Published
+                PublishOutcome::Published
             } else {
-                Outcome::Replaced
+                PublishOutcome::Replaced
             };
             loop {
                 match self.commit(key, &body, *exclusive).await? {
@@ -342,7 +342,7 @@ impl S3Store {
                         Some(o) => return Ok(Some((o, None))),
                         None => {
                             *exclusive = false;
-                            outcome = Outcome::Replaced;
+                            outcome = PublishOutcome::Replaced;
                         }
                     },
                 }
@@ -350,7 +350,7 @@ impl S3Store {
         }
         .await;
         match &result {
-            Ok(Some((Outcome::Published | Outcome::Replaced, _))) => pending.disarm(),
+            Ok(Some((PublishOutcome::Published | PublishOutcome::Replaced, _))) => pending.disarm(),
             // AlreadyPublished, a restart and errors: the parts are not needed.
             _ => {
                 if let Err(e) = pending.abort(&self.client).await {

@@ -14,9 +14,9 @@ use aws_sdk_s3::types::{
 use base64::Engine as _;
 use sha2::Digest;
 
-use super::failure::{Failure, FailureKind, remote, scrub};
+use super::failure::{CallFailure, CallFailureKind, remote, scrub};
 use super::{CONFLICT_ATTEMPTS, GZIP, READ_BUFFER, S3Store, SHA256_KEY};
-use crate::publish::{Artifact, Outcome, PublishError, Stored};
+use crate::publish::{PublishError, PublishOutcome, Stored, Upload};
 
 /// What a HEAD of an object says: enough to tell whether it has our bytes.
 #[derive(Debug, Clone)]
@@ -78,7 +78,7 @@ pub(super) enum Commit {
 /// What [`S3Store::commit`] writes.
 pub(super) enum Body<'a> {
     /// One PutObject of the whole file.
-    Single(&'a Artifact),
+    Single(&'a Upload),
     /// CompleteMultipartUpload of uploaded parts.
     Multipart {
         /// The upload's id, from CreateMultipartUpload.
@@ -111,13 +111,13 @@ impl S3Store {
                 composite: h.checksum_type() == Some(&ChecksumType::Composite),
             })),
             Err(e) => {
-                let f = Failure::of(&e);
+                let f = CallFailure::of(&e);
                 if f.not_found() {
                     return Ok(None);
                 }
                 // A HEAD error has no body, so no code (a bare 403 is bad credentials or
                 // missing permission): ask again with a GET of one byte, which says which.
-                let f = if f.kind == FailureKind::Service && f.code.is_none() {
+                let f = if f.kind == CallFailureKind::Service && f.code.is_none() {
                     match self
                         .client
                         .get_object()
@@ -127,7 +127,7 @@ impl S3Store {
                         .send()
                         .await
                     {
-                        Err(e) if Failure::of(&e).code.is_some() => Failure::of(&e),
+                        Err(e) if CallFailure::of(&e).code.is_some() => CallFailure::of(&e),
                         _ => f,
                     }
                 } else {
@@ -179,7 +179,7 @@ impl S3Store {
 
     /// The object's `x-amz-meta-*`: the artifact's metadata (lowercase keys, as S3 keeps
     /// them) and its sha256.
-    pub(super) fn object_metadata(a: &Artifact) -> std::collections::HashMap<String, String> {
+    pub(super) fn object_metadata(a: &Upload) -> std::collections::HashMap<String, String> {
         let mut m: std::collections::HashMap<String, String> = a
             .metadata
             .iter()
@@ -244,7 +244,7 @@ impl S3Store {
                         .await
                     {
                         Ok(_) => return Ok(Commit::Written),
-                        Err(e) => Failure::of(&e),
+                        Err(e) => CallFailure::of(&e),
                     }
                 }
                 Body::Multipart { upload_id, parts } => {
@@ -269,11 +269,11 @@ impl S3Store {
                     match req.send().await {
                         Ok(_) => return Ok(Commit::Written),
                         Err(e) => {
-                            let f = Failure::of(&e);
+                            let f = CallFailure::of(&e);
                             // The server said 2xx but its body does not parse (moto 5.x names
                             // the root element CompleteMultipartUploadResponse): it completed;
                             // the HEAD that follows checks the object.
-                            if f.kind == FailureKind::Service
+                            if f.kind == CallFailureKind::Service
                                 && f.code.is_none()
                                 && f.status.is_some_and(|s| (200..300).contains(&s))
                             {
@@ -307,10 +307,10 @@ impl S3Store {
     /// when not (unless `force`: then `None`, replace it).
     pub(super) async fn resolve_existing(
         &self,
-        a: &Artifact,
+        a: &Upload,
         key: &str,
         force: bool,
-    ) -> Result<Option<Outcome>, PublishError> {
+    ) -> Result<Option<PublishOutcome>, PublishError> {
         let Some(head) = self.head(key).await? else {
             // Deleted meanwhile: write it unconditionally would race; ask to retry.
             return Err(PublishError::Contended {
@@ -324,9 +324,9 @@ impl S3Store {
 
     /// Checks with a HEAD that the object has the artifact's size and sha256 (and, when the
     /// store returns one, the checksum we sent).
-    pub(super) async fn verify(
+    pub(super) async fn confirm_stored(
         &self,
-        a: &Artifact,
+        a: &Upload,
         key: &str,
         expected_checksum: Option<&str>,
     ) -> Result<(), PublishError> {

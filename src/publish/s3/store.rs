@@ -10,10 +10,12 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, ObjectCannedAcl};
 use futures_util::{StreamExt, TryStreamExt};
 use sha2::Digest;
 
-use super::failure::{Failure, remote, scrub};
+use super::failure::{CallFailure, remote, scrub};
 use super::object::{Body, Commit, b64, b64_of_hex};
 use super::{CONFLICT_ATTEMPTS, S3Store};
-use crate::publish::{Artifact, Outcome, PublishError, Published, Store, Stored, Tag, Written};
+use crate::publish::{
+    PublishError, PublishOutcome, Published, Store, Stored, Tag, Upload, Written,
+};
 
 /// How many HEADs `list` sends at a time.
 const LIST_CONCURRENCY: usize = 8;
@@ -23,7 +25,7 @@ impl Store for S3Store {
         self.url.clone()
     }
 
-    async fn publish(&self, a: &Artifact, force: bool) -> Result<Published, PublishError> {
+    async fn publish(&self, a: &Upload, force: bool) -> Result<Published, PublishError> {
         let key = self.key(&format!("{}/{}", a.stack, a.name));
         let location = self.location(&key);
         // Look first: no need to send bytes the store has, or that it would refuse.
@@ -42,9 +44,9 @@ impl Store for S3Store {
         } else {
             let body = Body::Single(a);
             let mut outcome = if exclusive {
-                Outcome::Published
+                PublishOutcome::Published
             } else {
-                Outcome::Replaced
+                PublishOutcome::Replaced
             };
             loop {
                 match self.commit(&key, &body, exclusive).await? {
@@ -57,7 +59,7 @@ impl Store for S3Store {
                         }
                         None => {
                             exclusive = false;
-                            outcome = Outcome::Replaced;
+                            outcome = PublishOutcome::Replaced;
                         }
                     },
                 }
@@ -68,7 +70,8 @@ impl Store for S3Store {
                 .transpose()?;
             (outcome, want)
         };
-        self.verify(a, &key, expected_checksum.as_deref()).await?;
+        self.confirm_stored(a, &key, expected_checksum.as_deref())
+            .await?;
         Ok(Published { location, outcome })
     }
 
@@ -148,7 +151,7 @@ impl Store for S3Store {
             .key(&key)
             .send()
             .await
-            .map_err(|e| remote("download", &location, &Failure::of(&e), &self.options))?;
+            .map_err(|e| remote("download", &location, &CallFailure::of(&e), &self.options))?;
         let io = |source: std::io::Error| PublishError::Io {
             path: dest.to_path_buf(),
             source,
@@ -190,7 +193,7 @@ impl Store for S3Store {
         {
             Ok(out) => out,
             Err(e) => {
-                let f = Failure::of(&e);
+                let f = CallFailure::of(&e);
                 if f.not_found() {
                     return Ok(None);
                 }
@@ -242,7 +245,7 @@ impl Store for S3Store {
             };
             let f = match req.send().await {
                 Ok(_) => return Ok(Written::Done),
-                Err(e) => Failure::of(&e),
+                Err(e) => CallFailure::of(&e),
             };
             if f.precondition_failed() {
                 return Ok(Written::Conflict);
