@@ -1,4 +1,4 @@
-//! The confinement of build, test and shell containers (src/sandbox.rs), on the real engine:
+//! The confinement of build, test and shell containers (src/build/sandbox.rs), on the real engine:
 //! an unprivileged user, no capabilities, `no-new-privileges`, process/memory/CPU limits, a
 //! read-only root filesystem. These tests need Docker: without it they fail, loudly.
 

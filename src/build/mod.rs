@@ -21,7 +21,6 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 
-use crate::archive;
 use crate::docker::{BindMount, ContainerGuard, ContainerSpec, Docker, ExecSpec};
 use crate::fetch::{Download, Fetched, Fetcher};
 use crate::package::{self, PackageOptions};
@@ -44,8 +43,11 @@ pub const OWNER_LABEL: &str = "packager.owner";
 /// Label: what a container is for, `build` or `test` (stack images carry their own role label).
 pub const CONTAINER_ROLE_LABEL: &str = "packager.role";
 
+pub mod archive;
 mod container;
 mod error;
+pub mod linkage;
+pub mod sandbox;
 pub mod test;
 
 pub use container::{
