@@ -298,7 +298,22 @@ impl Builder {
             artifact.display(),
             job_name(recipe)
         ));
-        let tester = test::TestContainer::start(
+        let tester = self.start_tester(recipe, opts, &run_image).await?;
+        tester
+            .run(recipe, &opts.requires, artifact, &mut log, &*self.reporter)
+            .await?;
+        Ok(log.path().to_path_buf())
+    }
+
+    /// Starts the container `recipe`'s artifact is tested in, from `run_image`, confined with
+    /// the recipe's limits and labelled with this run.
+    async fn start_tester(
+        &self,
+        recipe: &Recipe,
+        opts: &BuildOptions,
+        run_image: &EnsuredImage,
+    ) -> Result<test::TestContainer, BuildError> {
+        test::TestContainer::start(
             &self.docker,
             &run_image.reference,
             recipe,
@@ -307,11 +322,7 @@ impl Builder {
             opts.source_date_epoch,
             self.limits.for_recipe(recipe),
         )
-        .await?;
-        tester
-            .run(recipe, &opts.requires, artifact, &mut log, &*self.reporter)
-            .await?;
-        Ok(log.path().to_path_buf())
+        .await
     }
 
     /// Builds `recipe` into an artifact in a fresh container, then tests the artifact in
@@ -341,15 +352,7 @@ impl Builder {
 
         let (built, tester) = tokio::join!(
             self.build_only(recipe, opts, image, on_failure),
-            test::TestContainer::start(
-                &self.docker,
-                &run_image.reference,
-                recipe,
-                &opts.requires,
-                &self.run_id,
-                opts.source_date_epoch,
-                self.limits.for_recipe(recipe),
-            )
+            self.start_tester(recipe, opts, &run_image)
         );
         let (built, container) = built?;
         let tester = tester?;
