@@ -12,7 +12,6 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,14 +35,6 @@ fn timed(ws: &Workspace, args: &[&str], env: &[(&str, &str)]) -> Duration {
         String::from_utf8_lossy(&o.stderr)
     );
     started.elapsed()
-}
-
-fn mini(ws: &Workspace) {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stacks/mini/stack.toml");
-    ws.write(
-        "stacks/mini/stack.toml",
-        &std::fs::read_to_string(manifest).unwrap(),
-    );
 }
 
 /// Plans `--all` against `store` with the library, as `packager build` would, and publishes a
@@ -89,7 +80,7 @@ fn publish_all(ws: &Workspace, store_url: &str, env: &[(&str, &str)]) {
 
 fn noop(versions: usize) {
     let ws = Workspace::new();
-    mini(&ws);
+    ws.write_mini_manifest();
     ws.write(
         "many/runtime.toml",
         &format!(
@@ -150,7 +141,7 @@ fn which(tool: &str) -> bool {
 fn parallel(builds: usize) {
     let server = Server::start();
     let ws = Workspace::new();
-    mini(&ws);
+    ws.write_mini_manifest();
     let o = ws.cmd().args(["stack", "build", "mini"]).output().unwrap();
     assert!(o.status.success());
     let mut names = Vec::new();

@@ -9,22 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::engine::{containers_of, docker, rt, workspace};
-use common::fixture::{c_project, tarball};
-use common::{Route, Server, Workspace, sha256_hex, stderr, stdout};
+use common::{Server, Workspace, stderr, stdout};
 use packager::package::list_artifact;
 
-/// Serves `runtime`'s fixture project at `version` and writes its version file.
-fn version(ws: &Workspace, server: &Server, runtime: &str, v: &str, extra: &str) {
-    let top = format!("{runtime}-{v}");
-    let tgz = tarball(&top, &c_project(runtime, v));
-    let sum = sha256_hex(&tgz);
-    let url = server.route(&format!("/{top}.tar.gz"), Route::Body(tgz));
-    ws.write(
-        &format!("{runtime}/{v}.toml"),
-        // `extra` first: it may hold top-level keys (`revision`); tables can come in any order.
-        &format!("{extra}\n[source]\nurl = \"{url}\"\nsha256 = \"{sum}\"\n"),
-    );
-}
+use common::engine::fixture_version as version;
 
 fn runtime_file(ws: &Workspace, runtime: &str, test: &str) {
     ws.write(

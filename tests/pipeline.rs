@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use common::engine::{containers_of, docker, rt, workspace};
-use common::fixture::{c_project, tarball};
-use common::{Route, Server, Workspace, sha256_hex};
+use common::engine::{containers_of, docker, fixture_version, rt, workspace};
+use common::{Server, Workspace};
 use packager::pipeline::{Pipeline, RunOptions, Settings};
 use packager::plan::{Selector, Status};
 use packager::publish::{LocalStore, Store, inventory};
@@ -17,16 +15,10 @@ use packager::report::Reporter;
 use packager::schedule::{JobOutcome, Made};
 use sha2::Digest;
 
-/// Serves `runtime`'s fixture project at `version` and writes its version file.
-fn version(ws: &Workspace, server: &Server, runtime: &str, v: &str, extra: &str) {
-    let top = format!("{runtime}-{v}");
-    let tgz = tarball(&top, &c_project(runtime, v));
-    let sum = sha256_hex(&tgz);
-    let url = server.route(&format!("/{top}.tar.gz"), Route::Body(tgz));
-    ws.write(
-        &format!("{runtime}/{v}.toml"),
-        &format!("stack = \"mini\"\n{extra}\n[source]\nurl = \"{url}\"\nsha256 = \"{sum}\"\n"),
-    );
+/// Writes fixture `runtime` 1.0.0 on the mini stack; `extra` goes into its version file.
+fn version(ws: &Workspace, server: &Server, runtime: &str, extra: &str) {
+    ws.write(&format!("{runtime}/runtime.toml"), "stack = \"mini\"\n");
+    fixture_version(ws, server, runtime, "1.0.0", extra);
 }
 
 /// Remembers the artifacts reported.
@@ -59,12 +51,11 @@ fn a_plan_runs_end_to_end_through_the_library() {
     let docker = docker();
     let server = Server::start();
     let ws = workspace();
-    version(&ws, &server, "pl-base", "1.0.0", "");
+    version(&ws, &server, "pl-base", "");
     version(
         &ws,
         &server,
         "pl-app",
-        "1.0.0",
         "[build]\nrequires = [\"pl-base 1.0.0\"]\nconfigure = [\"test -x /app/pl-base/bin/pl-base\", \"./configure --prefix={prefix}\"]\n[test]\ncommands = [\"pl-app --version\", \"pl-base --version\"]",
     );
     let store = LocalStore::from_url(ws.dir.path().join("store").to_str().unwrap()).unwrap();
@@ -162,11 +153,7 @@ fn a_plan_runs_end_to_end_through_the_library() {
 /// requirement.
 fn catalogue() -> Workspace {
     let ws = Workspace::new();
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stacks/mini/stack.toml");
-    ws.write(
-        "stacks/mini/stack.toml",
-        &std::fs::read_to_string(manifest).unwrap(),
-    );
+    ws.write_mini_manifest();
     let src = format!(
         "stack = \"mini\"\n[source]\nurl = \"https://example.invalid/{{runtime}}-{{version}}.tar.gz\"\nsha256 = \"{}\"\n",
         "5f".repeat(32)

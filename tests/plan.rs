@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use common::{Workspace, stderr, stdout};
 use packager::publish::{LocalStore, Store, Upload};
@@ -13,11 +12,7 @@ const SUM: &str = "5f2b9d8e1c3a4b6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9
 
 fn catalogue() -> Workspace {
     let ws = Workspace::new();
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stacks/mini/stack.toml");
-    ws.write(
-        "stacks/mini/stack.toml",
-        &std::fs::read_to_string(manifest).unwrap(),
-    );
+    ws.write_mini_manifest();
     let src = format!(
         "stack = \"mini\"\n[source]\nurl = \"https://example.invalid/{{runtime}}-{{version}}.tar.gz\"\nsha256 = \"{SUM}\"\n"
     );

@@ -1,7 +1,6 @@
 //! Helpers for tests on the real Docker engine: the `mini` test stack (made once per test
 //! binary) and fixture runtimes served from loopback.
 
-use std::path::Path;
 use std::sync::OnceLock;
 
 use packager::docker::Docker;
@@ -25,11 +24,7 @@ pub fn docker() -> Docker {
 /// A workspace with the mini stack, whose image is made once per test binary.
 pub fn workspace() -> Workspace {
     let ws = Workspace::new();
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stacks/mini/stack.toml");
-    ws.write(
-        "stacks/mini/stack.toml",
-        &std::fs::read_to_string(manifest).unwrap(),
-    );
+    ws.write_mini_manifest();
     static STACK: OnceLock<()> = OnceLock::new();
     STACK.get_or_init(|| {
         let o = ws.run(&["stack", "build", "mini"]);
@@ -65,6 +60,19 @@ pub fn fixture_recipe(ws: &Workspace, server: &Server, runtime: &str, body: &str
         &format!("stack = \"mini\"\n[source]\nurl = \"{url}\"\nsha256 = \"{sum}\"\n{body}"),
     );
     sum
+}
+
+/// Serves `runtime`'s fixture project at `version` and writes its version file (`extra` first:
+/// it may hold top-level keys such as `revision`; tables can come in any order).
+pub fn fixture_version(ws: &Workspace, server: &Server, runtime: &str, v: &str, extra: &str) {
+    let top = format!("{runtime}-{v}");
+    let tgz = tarball(&top, &c_project(runtime, v));
+    let sum = sha256_hex(&tgz);
+    let url = server.route(&format!("/{top}.tar.gz"), Route::Body(tgz));
+    ws.write(
+        &format!("{runtime}/{v}.toml"),
+        &format!("{extra}\n[source]\nurl = \"{url}\"\nsha256 = \"{sum}\"\n"),
+    );
 }
 
 /// Containers of a runtime still on the engine.

@@ -209,6 +209,15 @@ impl Workspace {
         p
     }
 
+    /// Copies the `mini` test stack's manifest into the recipes (its image is not made).
+    pub fn write_mini_manifest(&self) {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stacks/mini/stack.toml");
+        self.write(
+            "stacks/mini/stack.toml",
+            &std::fs::read_to_string(manifest).unwrap(),
+        );
+    }
+
     /// A one-file recipe `recipes/<runtime>/<version>.toml` for a source at `url`.
     pub fn recipe(&self, runtime: &str, version: &str, url: &str, sha256: &str) -> PathBuf {
         self.write(
