@@ -57,7 +57,7 @@ fn publish_all(ws: &Workspace, store_url: &str, env: &[(&str, &str)]) {
     let pipeline = Pipeline::new(settings, Arc::new(packager::report::Silent)).unwrap();
     let jobs = packager::recipe::LoadOptions::default().jobs;
     let plan = rt
-        .block_on(pipeline.plan(&[Selector::All], &store, false, jobs))
+        .block_on(pipeline.plan(&[Selector::All], &[], &store, false, jobs))
         .unwrap();
     rt.block_on(async {
         for j in &plan.jobs {

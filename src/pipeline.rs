@@ -161,10 +161,12 @@ impl Pipeline {
         &self.run_id
     }
 
-    /// Plans `selection` against `store`, with `{jobs}` = `jobs` in the recipes.
+    /// Plans `selection` for `arches` (this host's when empty) against `store`, with `{jobs}` =
+    /// `jobs` in the recipes.
     pub async fn plan(
         &self,
         selection: &[Selector],
+        arches: &[Arch],
         store: &impl Store,
         force: bool,
         jobs: usize,
@@ -178,17 +180,19 @@ impl Pipeline {
                 force,
                 jobs,
                 source_date_epoch: self.settings.source_date_epoch,
+                arches: arches.to_vec(),
             },
         )
         .await?)
     }
 
-    /// Loads one version's recipe with `{jobs}` = `jobs` (the machine's cores when `None`); the
-    /// recipe's warnings go to the reporter.
+    /// Loads one version's recipe for `arch` with `{jobs}` = `jobs` (the machine's cores when
+    /// `None`); the recipe's warnings go to the reporter.
     pub fn recipe(
         &self,
         runtime: &str,
         version: &str,
+        arch: Arch,
         jobs: Option<usize>,
     ) -> Result<Recipe, Error> {
         let version: Version = version.parse().map_err(|e| Error::Usage {
@@ -198,7 +202,7 @@ impl Pipeline {
         let jobs = jobs.unwrap_or_else(|| LoadOptions::default().jobs).max(1);
         let recipe = self
             .catalogue
-            .load(runtime, &version, &LoadOptions { jobs })?;
+            .load(runtime, &version, &LoadOptions { jobs, arch })?;
         self.warn_recipe(&recipe);
         Ok(recipe)
     }
@@ -294,9 +298,9 @@ impl Pipeline {
             0 => None,
             _ => Some(self.connect().await?),
         };
-        let (arch, capacity) = match &docker {
-            Some(d) => (d.engine().await?.arch, d.capacity().await?),
-            None => (Arch::host(), (0, 1)),
+        let capacity = match &docker {
+            Some(d) => d.capacity().await?,
+            None => (0, 1),
         };
         let work = self.work_dir(&format!("run-{}-", self.run_id))?;
 
@@ -309,7 +313,10 @@ impl Pipeline {
                 let recipe = self.catalogue.load(
                     job.recipe.runtime.as_str(),
                     &job.recipe.version,
-                    &LoadOptions { jobs: make_jobs },
+                    &LoadOptions {
+                        jobs: make_jobs,
+                        arch: job.recipe.arch,
+                    },
                 )?;
                 // What it is built against, from the store (built earlier in this run, or
                 // before), each downloaded once for the whole run.
@@ -332,6 +339,7 @@ impl Pipeline {
                 };
                 let built = builder.build_with(&recipe, &build_opts, hook).await?;
                 let mut metadata = built.provenance(&self.canonical(&recipe)?);
+                let arch = recipe.arch;
                 metadata.insert("arch".into(), arch.to_string());
                 metadata.insert(KEY_METADATA.into(), job.key.to_string());
                 metadata.insert("revision".into(), recipe.revision.to_string());
@@ -363,7 +371,7 @@ impl Pipeline {
         Ok(self.catalogue.load(
             recipe.runtime.as_str(),
             &recipe.version,
-            &crate::plan::canonical_load_options(),
+            &crate::plan::canonical_load_options(recipe.arch),
         )?)
     }
 
@@ -440,7 +448,9 @@ impl Pipeline {
             runtime: recipe.runtime.to_string(),
             versions: vec![recipe.version.to_string()],
         }];
-        let plan = self.plan(&selection, store, false, 1).await?;
+        let plan = self
+            .plan(&selection, &[recipe.arch], store, false, 1)
+            .await?;
         let job = plan
             .jobs
             .iter()
@@ -482,10 +492,11 @@ impl Pipeline {
         &self,
         runtime: &str,
         version: &str,
+        arch: Arch,
         twice: bool,
         store: &impl Store,
     ) -> Result<Comparison, Error> {
-        let recipe = self.recipe(runtime, version, None)?;
+        let recipe = self.recipe(runtime, version, arch, None)?;
         if !recipe.build.requires.is_empty() {
             return Err(Error::Usage {
                 message: format!(
@@ -525,6 +536,7 @@ impl Pipeline {
     pub async fn reproduce_all(
         &self,
         runtime: Option<&str>,
+        arch: Arch,
         twice: bool,
         store: &impl Store,
     ) -> Result<Vec<(String, String, Result<Comparison, Error>)>, Error> {
@@ -537,7 +549,7 @@ impl Pipeline {
             for (v, _) in &e.versions {
                 let version = v.to_string();
                 let result = self
-                    .reproduce(e.name.as_str(), &version, twice, store)
+                    .reproduce(e.name.as_str(), &version, arch, twice, store)
                     .await;
                 results.push((e.name.to_string(), version, result));
             }
@@ -551,10 +563,11 @@ impl Pipeline {
         &self,
         runtime: &str,
         version: &str,
+        arch: Arch,
         artifact: Option<&Path>,
         store: &impl Store,
     ) -> Result<PathBuf, Error> {
-        let recipe = self.recipe(runtime, version, None)?;
+        let recipe = self.recipe(runtime, version, arch, None)?;
         let docker = self.connect().await?;
         let jobs = LoadOptions::default().jobs.max(1);
         let builder = self.builder(&docker, jobs, 1).await?;

@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use sha2::Digest;
 
+use crate::arch::Arch;
 use crate::publish::{PublishError, Store};
 use crate::recipe::{Catalogue, LoadOptions, Recipe, RecipeError};
 use crate::stack::{self, StackError};
@@ -29,9 +30,10 @@ const CANONICAL_JOBS: usize = 1;
 
 /// How a recipe is loaded for its build key and provenance digest: `{jobs}` fixed, so that
 /// the machine that plans does not change either.
-pub fn canonical_load_options() -> LoadOptions {
+pub fn canonical_load_options(arch: Arch) -> LoadOptions {
     LoadOptions {
         jobs: CANONICAL_JOBS,
+        arch,
     }
 }
 
@@ -158,6 +160,8 @@ pub enum Status {
     Conflict,
     /// Cannot be built because a dependency cannot.
     Blocked,
+    /// The recipe or its stack is not built for the job's architecture.
+    Unsupported,
 }
 
 impl Status {
@@ -168,6 +172,7 @@ impl Status {
             Status::Skip => "skip",
             Status::Conflict => "conflict",
             Status::Blocked => "blocked",
+            Status::Unsupported => "unsupported",
         }
     }
 }
@@ -194,10 +199,15 @@ pub struct Job {
 }
 
 impl Job {
-    /// `runtime version`.
+    /// `runtime version`, with the architecture for any but amd64 (`lua 5.4.4 arm64`).
     pub fn name(&self) -> String {
-        format!("{} {}", self.recipe.runtime, self.recipe.version)
+        job_name(&self.recipe)
     }
+}
+
+/// See [`Recipe::job_name`].
+fn job_name(recipe: &Recipe) -> String {
+    recipe.job_name()
 }
 
 impl Serialize for Job {
@@ -205,6 +215,7 @@ impl Serialize for Job {
         // Fields in alphabetical order, as the JSON has always had them.
         #[derive(Serialize)]
         struct View<'a> {
+            arch: Arch,
             artifact: &'a str,
             key: &'a BuildKey,
             reason: &'a str,
@@ -216,6 +227,7 @@ impl Serialize for Job {
             version: String,
         }
         View {
+            arch: self.recipe.arch,
             artifact: &self.recipe.artifact,
             key: &self.key,
             reason: &self.reason,
@@ -246,6 +258,8 @@ impl Plan {
                 .iter()
                 .filter(|j| j.status == Status::Build)
                 .map(|j| MatrixJob {
+                    arch: j.recipe.arch,
+                    runs_on: runner(j.recipe.arch).to_string(),
                     runtime: j.recipe.runtime.to_string(),
                     stack: j.recipe.stack.to_string(),
                     version: j.recipe.version.to_string(),
@@ -263,9 +277,22 @@ pub struct GithubMatrix {
     pub include: Vec<MatrixJob>,
 }
 
+/// The GitHub-hosted runner of an architecture.
+fn runner(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Amd64 => "ubuntu-24.04",
+        Arch::Arm64 => "ubuntu-24.04-arm",
+    }
+}
+
 /// One job of a [`GithubMatrix`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MatrixJob {
+    /// The architecture, for `packager build … --arch`.
+    pub arch: Arch,
+    /// A GitHub runner of that architecture (`runs-on: ${{ matrix.runs-on }}`).
+    #[serde(rename = "runs-on")]
+    pub runs_on: String,
     /// The runtime.
     pub runtime: String,
     /// The stack it builds on.
@@ -284,6 +311,8 @@ pub struct PlanOptions {
     /// The artifacts' entry mtime (`SOURCE_DATE_EPOCH`): it changes their bytes, so it is part
     /// of the key.
     pub source_date_epoch: u64,
+    /// The architectures to build each selected version for; empty means this host's.
+    pub arches: Vec<Arch>,
 }
 
 /// A selection: a runtime and its versions or requirements (none: every version), or all.
@@ -333,7 +362,7 @@ pub async fn plan(
     store: &impl Store,
     opts: &PlanOptions,
 ) -> Result<Plan, PlanError> {
-    // 1. The selected versions.
+    // 1. The selected versions, for each architecture.
     let mut wanted: BTreeSet<(String, Version)> = BTreeSet::new();
     for s in selectors {
         match s {
@@ -359,31 +388,44 @@ pub async fn plan(
         }
     }
 
-    // 2. Load them and, transitively, what they require.
-    let real = LoadOptions {
-        jobs: opts.jobs.max(1),
+    let arches = if opts.arches.is_empty() {
+        vec![Arch::host()]
+    } else {
+        opts.arches.clone()
     };
-    let canonical = canonical_load_options();
+    let wanted: Vec<(String, Version, Arch)> = arches
+        .iter()
+        .flat_map(|&a| wanted.iter().map(move |(r, v)| (r.clone(), v.clone(), a)))
+        .collect();
+
+    // 2. Load them and, transitively, what they require (for the same architecture).
     struct Node {
         recipe: Recipe,
         canon: Recipe,
         selected: bool,
-        dep_keys: Vec<(String, Version)>,
+        dep_keys: Vec<(String, Version, Arch)>,
     }
-    let mut index: HashMap<(String, Version), usize> = HashMap::new();
+    let mut index: HashMap<(String, Version, Arch), usize> = HashMap::new();
     let mut nodes: Vec<Node> = Vec::new();
-    let mut queue: Vec<((String, Version), bool)> = wanted.into_iter().map(|k| (k, true)).collect();
+    let mut queue: Vec<((String, Version, Arch), bool)> =
+        wanted.into_iter().map(|k| (k, true)).collect();
     queue.reverse();
     while let Some((key, selected)) = queue.pop() {
         if let Some(&i) = index.get(&key) {
             nodes[i].selected |= selected;
             continue;
         }
+        let real = LoadOptions {
+            jobs: opts.jobs.max(1),
+            arch: key.2,
+        };
         let recipe = catalogue.load(&key.0, &key.1, &real)?;
-        let canon = catalogue.load(&key.0, &key.1, &canonical)?;
+        let canon = catalogue.load(&key.0, &key.1, &canonical_load_options(key.2))?;
         let mut dep_keys = Vec::new();
         for req in &recipe.build.requires {
-            let dep = resolve_requirement(catalogue, &recipe, req.runtime.as_str(), &req.text)?;
+            let (runtime, version) =
+                resolve_requirement(catalogue, &recipe, req.runtime.as_str(), &req.text)?;
+            let dep = (runtime, version, key.2);
             if !dep_keys.contains(&dep) {
                 dep_keys.push(dep.clone());
             }
@@ -406,7 +448,7 @@ pub async fn plan(
     let order = topological(
         &nodes
             .iter()
-            .map(|n| format!("{} {}", n.recipe.runtime, n.recipe.version))
+            .map(|n| job_name(&n.recipe))
             .collect::<Vec<_>>(),
         &deps,
     )?;
@@ -414,14 +456,38 @@ pub async fn plan(
     // 4. Keys, in that order (a key includes its dependencies' keys).
     let mut stacks: BTreeMap<crate::recipe::StackName, stack::Stack> = BTreeMap::new();
     let mut keys: Vec<BuildKey> = vec![BuildKey::default(); nodes.len()];
+    // Why a job cannot be built for its architecture (the recipe's or the stack's `arches`).
+    let mut unsupported: HashMap<usize, String> = HashMap::new();
     for &i in &order {
         let n = &nodes[i];
         if !stacks.contains_key(&n.recipe.stack) {
             let loaded = stack::load(recipes_dir, &n.recipe.stack)?;
             stacks.insert(n.recipe.stack.clone(), loaded);
         }
-        let stack = &stacks[&n.recipe.stack];
-        check_stack_packages(&n.recipe, stack)?;
+        let stack = match stacks[&n.recipe.stack].for_arch(n.recipe.arch) {
+            Ok(s) => s,
+            Err(e @ StackError::UnsupportedArch { .. }) => {
+                unsupported.insert(i, e.to_string());
+                stacks[&n.recipe.stack].clone()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(arches) = &n.recipe.arches
+            && !arches.contains(&n.recipe.arch)
+        {
+            unsupported.entry(i).or_insert_with(|| {
+                format!(
+                    "the recipe's `arches` ({}) leave out {}",
+                    arches
+                        .iter()
+                        .map(|a| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    n.recipe.arch
+                )
+            });
+        }
+        check_stack_packages(&n.recipe, &stack)?;
         let stack_hash = stack.hash.clone();
         let dep_keys: Vec<&BuildKey> = deps[i].iter().map(|&d| &keys[d]).collect();
         keys[i] = build_key(&n.canon, &stack_hash, opts.source_date_epoch, &dep_keys);
@@ -447,11 +513,15 @@ pub async fn plan(
         let n = &nodes[i];
         let key = keys[i].clone();
         let my_deps: Vec<usize> = deps[i].iter().map(|d| position[d]).collect();
-        let bad_dep = my_deps
-            .iter()
-            .map(|&p| &jobs[p])
-            .find(|j: &&Job| matches!(j.status, Status::Conflict | Status::Blocked));
-        let (status, reason) = if let Some(d) = bad_dep {
+        let bad_dep = my_deps.iter().map(|&p| &jobs[p]).find(|j: &&Job| {
+            matches!(
+                j.status,
+                Status::Conflict | Status::Blocked | Status::Unsupported
+            )
+        });
+        let (status, reason) = if let Some(why) = unsupported.get(&i) {
+            (Status::Unsupported, why.clone())
+        } else if let Some(d) = bad_dep {
             (
                 Status::Blocked,
                 format!("{} is {}", d.name(), d.status.name()),

@@ -141,6 +141,8 @@ where
             Status::Skip => outcome[i] = Some(JobOutcome::Skipped),
             Status::Conflict => outcome[i] = Some(JobOutcome::Failed),
             Status::Blocked => outcome[i] = Some(JobOutcome::Blocked),
+            // Not made for that architecture: nothing to build, and not a failure.
+            Status::Unsupported => outcome[i] = Some(JobOutcome::Skipped),
             Status::Build => continue,
         }
         reason[i] = Some(j.reason.clone());
@@ -285,7 +287,7 @@ mod tests {
                     &version,
                     None,
                     &file,
-                    &crate::recipe::LoadOptions { jobs: 1 },
+                    &crate::recipe::LoadOptions::jobs(1),
                 )
                 .unwrap();
                 Job {

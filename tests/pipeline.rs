@@ -74,7 +74,7 @@ fn a_plan_runs_end_to_end_through_the_library() {
         fail_fast: false,
     };
     let plan = rt()
-        .block_on(pipeline.plan(&selection, &store, false, 2))
+        .block_on(pipeline.plan(&selection, &[], &store, false, 2))
         .unwrap();
     let names: Vec<String> = plan.jobs.iter().map(|j| j.name()).collect();
     assert_eq!(names, ["pl-base 1.0.0", "pl-app 1.0.0"], "dependency first");
@@ -113,7 +113,7 @@ fn a_plan_runs_end_to_end_through_the_library() {
             .load(
                 runtime,
                 &"1.0.0".parse().unwrap(),
-                &packager::plan::canonical_load_options(),
+                &packager::plan::canonical_load_options(packager::arch::Arch::host()),
             )
             .unwrap();
         let digest = format!(
@@ -138,7 +138,7 @@ fn a_plan_runs_end_to_end_through_the_library() {
 
     // Nothing changed: the next plan skips both, and running it connects to no engine.
     let again = rt()
-        .block_on(pipeline.plan(&selection, &store, false, 1))
+        .block_on(pipeline.plan(&selection, &[], &store, false, 1))
         .unwrap();
     assert!(again.jobs.iter().all(|j| j.status == Status::Skip));
     let mut ran = rt()
@@ -188,7 +188,7 @@ fn requires_picks_versions_as_the_command_line_does() {
             versions: Vec::new(),
         }];
         let plan = rt()
-            .block_on(pipeline.plan(&selection, &store, false, 1))
+            .block_on(pipeline.plan(&selection, &[], &store, false, 1))
             .unwrap();
         plan.jobs
             .iter()

@@ -218,7 +218,7 @@ fn github_matrix_lists_the_jobs_to_build() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         stdout(&o),
-        "{\"include\":[{\"runtime\":\"base\",\"stack\":\"mini\",\"version\":\"2.0.0\"},{\"runtime\":\"ext\",\"stack\":\"mini\",\"version\":\"1.0.0\"}]}\n"
+        "{\"include\":[{\"arch\":\"amd64\",\"runs-on\":\"ubuntu-24.04\",\"runtime\":\"base\",\"stack\":\"mini\",\"version\":\"2.0.0\"},{\"arch\":\"amd64\",\"runs-on\":\"ubuntu-24.04\",\"runtime\":\"ext\",\"stack\":\"mini\",\"version\":\"1.0.0\"}]}\n"
     );
     let o = ws.run(&["plan", "--all", "--store", store.to_str().unwrap()]);
     let table = stdout(&o);

@@ -268,7 +268,7 @@ impl Builder {
         let reporter = &*self.reporter;
         let started = Instant::now();
         reporter.step_started(&job, "stack");
-        let stack = stack::load(&self.recipes_dir, &recipe.stack)?;
+        let stack = stack::load(&self.recipes_dir, &recipe.stack)?.for_arch(recipe.arch)?;
         let mut progress = |line: &str| reporter.output(&job, line);
         let image = stack
             .ensure_build_image(&self.docker, &mut progress)
@@ -735,7 +735,8 @@ pub fn new_run_id() -> String {
     )
 }
 
-/// `runtime version`, the name of a job in reports and errors.
+/// `runtime version` (and the arch for any but amd64), the name of a job in reports and
+/// errors: [`Recipe::job_name`].
 pub fn job_name(recipe: &Recipe) -> String {
-    format!("{} {}", recipe.runtime, recipe.version)
+    recipe.job_name()
 }

@@ -60,7 +60,7 @@ impl TestContainer {
         log: &mut BuildLog,
         reporter: &dyn Reporter,
     ) -> Result<(), BuildError> {
-        let job = format!("{} {}", recipe.runtime, recipe.version);
+        let job = recipe.job_name();
         let started = Instant::now();
         reporter.step_started(&job, "test");
         log.line(&format!("# == test in {}", self.image));

@@ -175,6 +175,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
         format: PlanFormat,
         #[command(flatten)]
+        arch: ArchArgs,
+        #[command(flatten)]
         store: StoreArgs,
     },
     /// Print a runtime's inventory (the index buildpacks read), or regenerate inventories
@@ -236,11 +238,53 @@ pub enum Command {
     },
 }
 
+/// The architectures to build for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArchChoice {
+    /// x86-64
+    Amd64,
+    /// 64-bit ARM (emulated with qemu-user-static on an amd64 engine)
+    Arm64,
+    /// Both
+    All,
+}
+
+/// `--arch`, repeatable: the architectures to build for.
+#[derive(Debug, Args)]
+pub struct ArchArgs {
+    /// Build for this architecture (repeatable, or `all`); default: the engine host's
+    #[arg(long = "arch", value_enum, value_name = "ARCH")]
+    pub arch: Vec<ArchChoice>,
+}
+
+impl ArchArgs {
+    /// The architectures asked for, each once; empty means the host's.
+    pub fn arches(&self) -> Vec<packager::arch::Arch> {
+        use packager::arch::Arch;
+        let mut out = Vec::new();
+        for choice in &self.arch {
+            let these: &[Arch] = match choice {
+                ArchChoice::Amd64 => &[Arch::Amd64],
+                ArchChoice::Arm64 => &[Arch::Arm64],
+                ArchChoice::All => &[Arch::Amd64, Arch::Arm64],
+            };
+            for a in these {
+                if !out.contains(a) {
+                    out.push(*a);
+                }
+            }
+        }
+        out
+    }
+}
+
 /// Options of commands that build.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub arch: ArchArgs,
     /// Rebuild what is published with the same inputs, and replace what was published with
     /// other inputs
     #[arg(long)]

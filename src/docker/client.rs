@@ -127,6 +127,26 @@ impl Docker {
         &self.host
     }
 
+    /// Checks, before anything starts, that the engine can run containers of `arch`: its own
+    /// architecture always; another one on an engine of this host when the kernel has a
+    /// `binfmt_misc` handler for it with the fix-binary (`F`) flag, which containers need to
+    /// find the emulator. A remote engine of another architecture is trusted: its first
+    /// container tells.
+    pub async fn check_runs(&self, arch: Arch) -> Result<(), DockerError> {
+        let native = self.engine().await?.arch;
+        if native == arch || !self.host.starts_with("unix://") && !self.host.starts_with('/') {
+            return Ok(());
+        }
+        match binfmt_handler(arch) {
+            Ok(()) => Ok(()),
+            Err(reason) => Err(DockerError::CannotRun {
+                arch,
+                native,
+                reason,
+            }),
+        }
+    }
+
     /// Checks that the engine answers.
     pub async fn ping(&self) -> Result<(), DockerError> {
         let unreachable = |source: Option<bollard::errors::Error>| DockerError::Unreachable {
@@ -172,6 +192,35 @@ impl Docker {
         let cpus = info.ncpu.and_then(|n| u64::try_from(n).ok()).unwrap_or(1);
         Ok((memory, cpus.max(1)))
     }
+}
+
+/// Whether this host's kernel hands binaries of `arch` to an emulator, in a way that works in
+/// containers: a `binfmt_misc` handler that is enabled and has the fix-binary (`F`) flag.
+fn binfmt_handler(arch: Arch) -> Result<(), String> {
+    let name = match arch {
+        Arch::Amd64 => "qemu-x86_64",
+        Arch::Arm64 => "qemu-aarch64",
+    };
+    let dir = std::path::Path::new("/proc/sys/fs/binfmt_misc");
+    if !dir.join("status").exists() {
+        return Err("binfmt_misc is not mounted at /proc/sys/fs/binfmt_misc".into());
+    }
+    let entry = dir.join(name);
+    let text = std::fs::read_to_string(&entry)
+        .map_err(|_| format!("no {name} handler is registered in binfmt_misc"))?;
+    if !text.lines().any(|l| l.trim() == "enabled") {
+        return Err(format!("the {name} handler is disabled"));
+    }
+    let flags = text
+        .lines()
+        .find_map(|l| l.strip_prefix("flags: "))
+        .unwrap_or("");
+    if !flags.contains('F') {
+        return Err(format!(
+            "the {name} handler lacks the fix-binary (F) flag (flags: {flags:?}), so containers cannot find the emulator"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -127,6 +127,16 @@ pub enum DockerError {
         /// What the engine reported.
         arch: String,
     },
+    /// The engine cannot run containers of an architecture.
+    #[error("the engine ({native}) cannot run {arch} containers: {reason}")]
+    CannotRun {
+        /// The architecture asked for.
+        arch: crate::arch::Arch,
+        /// The engine's own.
+        native: crate::arch::Arch,
+        /// What is missing.
+        reason: String,
+    },
     /// A generic engine call failed.
     #[error("Docker failed to {action}")]
     Engine {
@@ -224,6 +234,15 @@ impl DockerError {
                  (`ls -l /var/run/docker.sock`, membership of the `docker` group)"
                     .to_owned(),
             ),
+            DockerError::CannotRun { arch, .. } => Some(format!(
+                "install Debian's qemu-user-static and register its handler with the F flag \
+                 (`mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; update-binfmts --enable qemu-{}`), \
+                 or build on a native {arch} engine (DOCKER_HOST)",
+                match arch {
+                    crate::arch::Arch::Amd64 => "x86_64",
+                    crate::arch::Arch::Arm64 => "aarch64",
+                }
+            )),
             DockerError::UnsupportedArch { .. } => {
                 Some("packager builds for amd64 and arm64 engines only".to_owned())
             }

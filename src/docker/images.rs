@@ -3,6 +3,7 @@
 //! Dockerfile context with its log streamed line by line.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateImageOptionsBuilder, ListImagesOptionsBuilder,
@@ -14,6 +15,7 @@ use futures_util::{Stream, StreamExt};
 use super::client::label_filters;
 use super::exec::LineSplitter;
 use super::{Docker, DockerError, TAIL_LINES};
+use crate::arch::Arch;
 use crate::output_tail::OutputTail;
 
 /// An image on the engine, from an inspect or a listing.
@@ -45,6 +47,10 @@ pub struct ImportOptions {
     pub changes: Vec<String>,
     /// Commit message recorded in the image history.
     pub message: Option<String>,
+    /// The architecture of the root file system. The engine's import records its own
+    /// architecture whatever the files are, so a root file system of another architecture is
+    /// built `FROM scratch` for that platform instead, which records the right one.
+    pub platform: Option<Arch>,
 }
 
 /// Options for [`Docker::build_image`].
@@ -56,6 +62,8 @@ pub struct ImageBuildOptions {
     pub dockerfile: String,
     /// Labels to put on the image (`LABEL`s the Dockerfile does not write).
     pub labels: BTreeMap<String, String>,
+    /// Build for this platform (`linux/<arch>`) rather than the engine's own.
+    pub platform: Option<Arch>,
     /// Values of the Dockerfile's `ARG`s.
     pub build_args: BTreeMap<String, String>,
     /// Give `RUN` steps a network (`default`) or not (`none`).
@@ -139,6 +147,13 @@ impl Docker {
         S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     {
         let reference = format!("{}:{}", options.repo, options.tag);
+        if let Some(arch) = options.platform
+            && arch != self.engine().await?.arch
+        {
+            return self
+                .import_foreign(rootfs, options, arch, &reference, progress)
+                .await;
+        }
         let mut builder = CreateImageOptionsBuilder::default()
             .from_src("-")
             .repo(&options.repo)
@@ -164,6 +179,52 @@ impl Docker {
         self.inspect_created(&reference).await
     }
 
+    /// [`Docker::import_rootfs`] of a root file system of another architecture than the
+    /// engine's: the stream is written into a build context (`Dockerfile` + `rootfs.tar`) in a
+    /// temporary folder, then built `FROM scratch` for `linux/<arch>`, with the import's
+    /// changes as Dockerfile instructions.
+    async fn import_foreign<S>(
+        &self,
+        rootfs: S,
+        options: &ImportOptions,
+        arch: Arch,
+        reference: &str,
+        progress: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<ImageInfo, DockerError>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
+        let mut dockerfile = String::from("FROM scratch\nADD rootfs.tar /\n");
+        for change in &options.changes {
+            dockerfile.push_str(change);
+            dockerfile.push('\n');
+        }
+        let failed = |err: std::io::Error| DockerError::Import {
+            image: reference.to_owned(),
+            source: bollard::errors::Error::IOError { err }.into(),
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("packager-import-")
+            .tempdir()
+            .map_err(failed)?;
+        let context = dir.path().join("context.tar");
+        progress(&format!("writing a linux/{arch} build context"));
+        write_rootfs_context(rootfs, &dockerfile, &context)
+            .await
+            .map_err(failed)?;
+        let file = tokio::fs::File::open(&context).await.map_err(failed)?;
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+        let build = ImageBuildOptions {
+            tag: reference.to_owned(),
+            dockerfile: "Dockerfile".into(),
+            labels: BTreeMap::new(),
+            build_args: BTreeMap::new(),
+            network: false,
+            platform: Some(arch),
+        };
+        self.build_image(stream, &build, progress).await
+    }
+
     /// Builds an image from a tar of the build context, streaming the build log line by line.
     ///
     /// A failing step returns [`DockerError::Build`] with the log tail.
@@ -186,7 +247,12 @@ impl Docker {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let opts = BuildImageOptionsBuilder::default()
+        let platform = options.platform.map(|a| format!("linux/{a}"));
+        let mut opts = BuildImageOptionsBuilder::default();
+        if let Some(platform) = &platform {
+            opts = opts.platform(platform);
+        }
+        let opts = opts
             .dockerfile(&options.dockerfile)
             .t(&options.tag)
             .rm(true)
@@ -270,4 +336,50 @@ impl Docker {
             })
             .collect())
     }
+}
+
+/// Writes a build context tar at `path`: `Dockerfile`, then `rootfs.tar` holding the bytes of
+/// `rootfs`. The root file system is streamed straight into the context (its header is written
+/// once its size is known), so it is on disk once.
+async fn write_rootfs_context<S>(rootfs: S, dockerfile: &str, path: &Path) -> std::io::Result<()>
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+{
+    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+    fn header(name: &str, size: u64) -> std::io::Result<tar::Header> {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name)?;
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        Ok(h)
+    }
+    fn padding(size: u64) -> usize {
+        ((512 - size % 512) % 512) as usize
+    }
+    let mut file = tokio::fs::File::create(path).await?;
+    let text = dockerfile.as_bytes();
+    file.write_all(header("Dockerfile", text.len() as u64)?.as_bytes())
+        .await?;
+    file.write_all(text).await?;
+    file.write_all(&vec![0; padding(text.len() as u64)]).await?;
+    let rootfs_header_at = file.stream_position().await?;
+    file.write_all(&[0; 512]).await?;
+    let mut size = 0u64;
+    futures_util::pin_mut!(rootfs);
+    while let Some(chunk) = rootfs.next().await {
+        let chunk = chunk?;
+        size += chunk.len() as u64;
+        file.write_all(&chunk).await?;
+    }
+    file.write_all(&vec![0; padding(size)]).await?;
+    file.write_all(&[0; 1024]).await?;
+    file.seek(std::io::SeekFrom::Start(rootfs_header_at))
+        .await?;
+    file.write_all(header("rootfs.tar", size)?.as_bytes())
+        .await?;
+    file.flush().await?;
+    Ok(())
 }

@@ -34,6 +34,7 @@ struct Layer {
     prefix_outside_app: Option<bool>,
     artifact: Option<Spanned<String>>,
     revision: Option<u32>,
+    arches: Option<Vec<crate::arch::Arch>>,
     source: Option<SourceLayer>,
     resources: Option<Vec<ResourceLayer>>,
     build: Option<BuildLayer>,
@@ -310,6 +311,7 @@ pub fn load(
     let description = merge_opt(at(over_f, over.description), at(base_f, base.description));
 
     let revision = over.revision.or(base.revision).unwrap_or(0);
+    let arches = over.arches.clone().or_else(|| base.arches.clone());
     let stack_name = stack
         .as_ref()
         .map_or(DEFAULT_STACK.to_string(), |s| s.value.get_ref().clone());
@@ -352,6 +354,7 @@ pub fn load(
         ("prefix", prefix_value.clone()),
         ("stack", stack_name.clone()),
         ("jobs", opts.jobs.to_string()),
+        ("arch", opts.arch.to_string()),
         ("revision", revision.to_string()),
     ]
     .into_iter()
@@ -545,6 +548,16 @@ pub fn load(
         )
         .expect("default template is valid"),
     };
+    // Two architectures never share a name in a store; amd64 names stay what they were.
+    let arch_name = opts.arch.as_str();
+    let artifact = if opts.arch != crate::arch::Arch::Amd64 && !artifact.contains(arch_name) {
+        match artifact.strip_suffix(".tar.gz") {
+            Some(stem) => format!("{stem}-{arch_name}.tar.gz"),
+            None => format!("{artifact}-{arch_name}"),
+        }
+    } else {
+        artifact
+    };
     if artifact.is_empty() || artifact.contains('/') || artifact.starts_with('.') {
         return Err(RecipeError::Invalid {
             path: over_file.path.clone(),
@@ -574,6 +587,8 @@ pub fn load(
         test,
         files,
         warnings,
+        arch: opts.arch,
+        arches,
     })
 }
 

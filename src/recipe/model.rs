@@ -225,6 +225,21 @@ pub struct Recipe {
     pub files: Vec<PathBuf>,
     /// Things worth telling the user that are not errors (a weak checksum).
     pub warnings: Vec<String>,
+    /// The architecture it is loaded for ([`LoadOptions::arch`]).
+    pub arch: crate::arch::Arch,
+    /// The architectures it may be built for (`arches = [...]`); `None`: every one.
+    pub arches: Option<Vec<crate::arch::Arch>>,
+}
+
+impl Recipe {
+    /// `runtime version`, with the architecture for any but amd64 (`lua 5.4.4 arm64`): the
+    /// name of a job in plans, reports and errors.
+    pub fn job_name(&self) -> String {
+        match self.arch {
+            crate::arch::Arch::Amd64 => format!("{} {}", self.runtime, self.version),
+            arch => format!("{} {} {arch}", self.runtime, self.version),
+        }
+    }
 }
 
 /// Settings that templates need but recipes do not hold.
@@ -232,12 +247,26 @@ pub struct Recipe {
 pub struct LoadOptions {
     /// The value of `{jobs}`: parallel compile jobs inside the build.
     pub jobs: usize,
+    /// The architecture it is built for: `{arch}`, and part of the artifact's name for any
+    /// but amd64.
+    pub arch: crate::arch::Arch,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            arch: crate::arch::Arch::host(),
+        }
+    }
+}
+
+impl LoadOptions {
+    /// `{jobs}` = `jobs`, for this host's architecture.
+    pub fn jobs(jobs: usize) -> Self {
+        LoadOptions {
+            jobs,
+            ..LoadOptions::default()
         }
     }
 }

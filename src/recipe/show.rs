@@ -19,6 +19,10 @@ struct ShowRecipe<'a> {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     prefix_outside_app: bool,
     revision: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arch: Option<crate::arch::Arch>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arches: Option<&'a [crate::arch::Arch]>,
     artifact: &'a str,
     source: ShowSource<'a>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -88,6 +92,9 @@ impl Recipe {
             prefix: &self.prefix,
             prefix_outside_app: self.prefix_outside_app,
             revision: self.revision,
+            // Shown (and so in the build key) for any but amd64, whose keys stay as they were.
+            arch: (self.arch != crate::arch::Arch::Amd64).then_some(self.arch),
+            arches: self.arches.as_deref(),
             artifact: &self.artifact,
             source: ShowSource {
                 url: &self.source.url,

@@ -1,6 +1,6 @@
 //! `{name}` templates in recipe strings.
 //!
-//! `{runtime}`, `{version}`, `{major}`, `{minor}`, `{patch}`, `{prefix}`, `{stack}`, `{jobs}` and
+//! `{runtime}`, `{version}`, `{major}`, `{minor}`, `{patch}`, `{prefix}`, `{stack}`, `{jobs}`, `{arch}` and
 //! `{revision}` are replaced; `{{` and `}}` give literal braces. A `{` right after `$` is left alone, so shell
 //! parameter expansions (`${CFLAGS}`, `${PREFIX:-/app}`) can be written as they are.
 
@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 /// The variables a template may use.
 pub const VARIABLES: &[&str] = &[
-    "runtime", "version", "major", "minor", "patch", "prefix", "stack", "jobs", "revision",
+    "runtime", "version", "major", "minor", "patch", "prefix", "stack", "jobs", "arch", "revision",
 ];
 
 /// Why a template was refused.

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use super::{Bootstrap, DEFAULT_SOURCE_DATE_EPOCH, MIRROR_ENV, Progress, Role, Stack, StackError};
+use crate::arch::Arch;
 use crate::docker::{Docker, ImportOptions};
 use crate::output_tail::OutputTail;
 
@@ -58,6 +59,7 @@ impl Stack {
             bootstrap,
             mirror.as_deref(),
             epoch,
+            self.arch,
             &self.name,
             lines_tx.clone(),
         )
@@ -78,6 +80,7 @@ impl Stack {
             repo: self.repository(),
             tag: self.tag(role),
             changes,
+            platform: Some(self.arch),
             message: Some(format!(
                 "packager stack {} ({role}), {} {}",
                 self.name, bootstrap.suite, bootstrap.variant
@@ -166,8 +169,10 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
 }
 
 /// mmdebstrap arguments writing a tar of the root filesystem to stdout.
-fn mmdebstrap_args(bootstrap: &Bootstrap, mirror: Option<&str>) -> Vec<String> {
+fn mmdebstrap_args(bootstrap: &Bootstrap, mirror: Option<&str>, arch: Arch) -> Vec<String> {
     let mut args = vec![
+        // Debian's architecture names are ours.
+        format!("--architectures={arch}"),
         format!("--variant={}", bootstrap.variant),
         format!("--components={}", bootstrap.components.join(",")),
         "--format=tar".to_owned(),
@@ -193,8 +198,14 @@ fn mmdebstrap_args(bootstrap: &Bootstrap, mirror: Option<&str>) -> Vec<String> {
 }
 
 /// debootstrap arguments bootstrapping into `target`.
-fn debootstrap_args(bootstrap: &Bootstrap, mirror: Option<&str>, target: &Path) -> Vec<String> {
+fn debootstrap_args(
+    bootstrap: &Bootstrap,
+    mirror: Option<&str>,
+    target: &Path,
+    arch: Arch,
+) -> Vec<String> {
     let mut args = vec![
+        format!("--arch={arch}"),
         format!("--variant={}", bootstrap.variant),
         format!("--components={}", bootstrap.components.join(",")),
     ];
@@ -221,6 +232,7 @@ impl RootfsProducer {
         bootstrap: &Bootstrap,
         mirror: Option<&str>,
         epoch: u64,
+        arch: Arch,
         stack: &str,
         lines: tokio::sync::mpsc::UnboundedSender<String>,
     ) -> Result<RootfsProducer, StackError> {
@@ -236,7 +248,7 @@ impl RootfsProducer {
         let (mut command, keep_dir) = match tool {
             BootstrapTool::Mmdebstrap => {
                 let mut command = tokio::process::Command::new("mmdebstrap");
-                command.args(mmdebstrap_args(bootstrap, mirror));
+                command.args(mmdebstrap_args(bootstrap, mirror, arch));
                 (command, None)
             }
             BootstrapTool::Debootstrap => {
@@ -246,7 +258,7 @@ impl RootfsProducer {
                     .tempdir()
                     .map_err(spawn_error("debootstrap"))?;
                 let mut child = tokio::process::Command::new("debootstrap")
-                    .args(debootstrap_args(bootstrap, mirror, dir.path()))
+                    .args(debootstrap_args(bootstrap, mirror, dir.path(), arch))
                     .env("SOURCE_DATE_EPOCH", epoch.to_string())
                     .stdin(Stdio::null())
                     .stdout(Stdio::piped())
@@ -375,11 +387,12 @@ mod tests {
             source_date_epoch: None,
             tool: None,
         };
-        let args = mmdebstrap_args(&bootstrap, None);
+        let args = mmdebstrap_args(&bootstrap, None, Arch::Arm64);
+        assert_eq!(args[0], "--architectures=arm64");
         assert!(args.contains(&"--include=gcc,make".to_owned()));
         assert!(args.contains(&"--variant=minbase".to_owned()));
         assert_eq!(&args[args.len() - 3..], ["--", "bookworm", "-"]);
-        let args = mmdebstrap_args(&bootstrap, Some("file:///srv/debian"));
+        let args = mmdebstrap_args(&bootstrap, Some("file:///srv/debian"), Arch::Amd64);
         assert_eq!(args.last().unwrap(), "file:///srv/debian");
     }
 }

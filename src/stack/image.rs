@@ -66,13 +66,31 @@ impl Stack {
             role,
             source: Box::new(source),
         };
+        // Another architecture than the engine's own: say so before making anything.
+        let native = docker.engine().await.map_err(docker_error)?.arch;
+        if self.arch != native {
+            docker
+                .check_runs(self.arch)
+                .await
+                .map_err(|source| StackError::CannotRun {
+                    stack: self.name.clone(),
+                    arch: self.arch,
+                    source: Box::new(source),
+                })?;
+        }
         if let Some(image) = docker
             .inspect_image(&reference)
             .await
             .map_err(docker_error)?
         {
             let ours = !matches!(source, ImageSource::Prebuilt { .. });
-            if !ours || image.labels.get(HASH_LABEL) == Some(&self.hash) {
+            // An image of another architecture is never used: the engine records what it ran.
+            let right_arch = image
+                .arch
+                .as_deref()
+                .and_then(crate::arch::Arch::parse)
+                .is_none_or(|a| a == self.arch);
+            if right_arch && (!ours || image.labels.get(HASH_LABEL) == Some(&self.hash)) {
                 progress(&format!(
                     "stack {}: reusing {role} image {reference}",
                     self.name
@@ -110,6 +128,7 @@ impl Stack {
                     build_args: BTreeMap::new(),
                     // Stack Dockerfiles typically install packages.
                     network: true,
+                    platform: (self.arch != native).then_some(self.arch),
                 };
                 let stream =
                     futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(context))]);
@@ -221,10 +240,13 @@ mod tests {
                 dockerfile: None,
                 bootstrap: None,
                 run: None,
+                arches: None,
             },
             build: ImageSource::Prebuilt { image: "x".into() },
             run: None,
             hash: hash.into(),
+            arch: crate::arch::Arch::Amd64,
+            definition_hash: hash.into(),
         }
     }
 

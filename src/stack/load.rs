@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::arch::Arch;
+
 use super::manifest::parse_manifest;
 use super::{
-    HASH_LABEL, IMAGE_ROLE_LABEL, ImageSource, MANIFEST, Role, STACK_LABEL, StackError,
+    ARCH_LABEL, HASH_LABEL, IMAGE_ROLE_LABEL, ImageSource, MANIFEST, Role, STACK_LABEL, StackError,
     StackManifest,
 };
 use crate::recipe::{STACKS_DIR, is_lowercase_slug};
@@ -32,8 +34,14 @@ pub struct Stack {
     pub build: ImageSource,
     /// Where the run image comes from; `None`: the build image is used.
     pub run: Option<ImageSource>,
-    /// Hex SHA-256 of the stack definition.
+    /// Hex SHA-256 of the stack definition (and of the architecture, for any but amd64, so
+    /// that amd64 hashes stay what they were before there were others).
     pub hash: String,
+    /// The architecture its images are made for ([`Arch::host`] when loaded; see
+    /// [`Stack::for_arch`]).
+    pub arch: Arch,
+    /// The hash of the definition alone, whatever the architecture.
+    pub(super) definition_hash: String,
 }
 
 /// Loads every stack in `<recipes_dir>/stacks/*/`, sorted by name.
@@ -155,8 +163,43 @@ impl Stack {
             manifest,
             build,
             run,
+            definition_hash: hash.clone(),
             hash,
-        })
+            arch: Arch::Amd64,
+        }
+        .with_arch(Arch::host()))
+    }
+
+    /// The stack for `arch`: its own hash (amd64 keeps the plain one), tags and labels, and
+    /// images made for that platform. Refused when the manifest's `arches` leaves it out.
+    pub fn for_arch(&self, arch: Arch) -> Result<Stack, StackError> {
+        if let Some(arches) = &self.manifest.arches
+            && !arches.contains(&arch)
+        {
+            return Err(StackError::UnsupportedArch {
+                stack: self.name.clone(),
+                arch,
+                supported: arches.clone(),
+            });
+        }
+        Ok(self.with_arch(arch))
+    }
+
+    fn with_arch(&self, arch: Arch) -> Stack {
+        let mut stack = self.clone();
+        let plain = self.definition_hash.as_str();
+        stack.hash = match arch {
+            Arch::Amd64 => plain.to_owned(),
+            other => {
+                let mut hasher = Sha256::new();
+                hasher.update(plain.as_bytes());
+                hasher.update(b"\0arch\0");
+                hasher.update(other.as_str().as_bytes());
+                hex::encode(hasher.finalize())
+            }
+        };
+        stack.arch = arch;
+        stack
     }
 
     /// The path of its `stack.toml`.
@@ -186,7 +229,10 @@ impl Stack {
     }
 
     pub(super) fn tag(&self, role: Role) -> String {
-        format!("{role}-{}", self.short_hash())
+        match self.arch {
+            Arch::Amd64 => format!("{role}-{}", self.short_hash()),
+            arch => format!("{role}-{arch}-{}", self.short_hash()),
+        }
     }
 
     /// The role and source that actually provide `role` (run falls back to build).
@@ -202,6 +248,7 @@ impl Stack {
             (STACK_LABEL.to_owned(), self.name.clone()),
             (HASH_LABEL.to_owned(), self.hash.clone()),
             (IMAGE_ROLE_LABEL.to_owned(), role.as_str().to_owned()),
+            (ARCH_LABEL.to_owned(), self.arch.to_string()),
         ])
     }
 }

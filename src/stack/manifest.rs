@@ -76,6 +76,9 @@ pub struct StackManifest {
     /// The run image; absent means "test in the build image".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<RunManifest>,
+    /// The architectures the stack can be made for; absent means every one packager knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arches: Option<Vec<crate::arch::Arch>>,
 }
 
 /// Where an image comes from.
@@ -194,6 +197,7 @@ mod tests {
             dockerfile: Some("Dockerfile".into()),
             bootstrap: None,
             run: None,
+            arches: None,
         };
         let err = ImageSource::from_parts(
             &both.image,

@@ -64,6 +64,8 @@ pub const STACK_LABEL: &str = "packager.stack";
 pub const HASH_LABEL: &str = "packager.stack.hash";
 /// Label holding the image role (`build` or `run`).
 pub const IMAGE_ROLE_LABEL: &str = "packager.stack.role";
+/// Label holding the architecture an image was made for (`amd64`, `arm64`).
+pub const ARCH_LABEL: &str = "packager.stack.arch";
 
 /// `SOURCE_DATE_EPOCH` for bootstraps when the stack doesn't set one (2024-01-01T00:00:00Z).
 pub const DEFAULT_SOURCE_DATE_EPOCH: u64 = 1_704_067_200;
@@ -109,6 +111,27 @@ pub enum StackError {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// The stack's `arches` leave this architecture out.
+    #[error("stack `{stack}` is not made for {arch} (its `arches`: {})", supported.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", "))]
+    UnsupportedArch {
+        /// The stack.
+        stack: String,
+        /// The architecture asked for.
+        arch: crate::arch::Arch,
+        /// What its manifest allows.
+        supported: Vec<crate::arch::Arch>,
+    },
+    /// The engine cannot run containers of the stack's architecture.
+    #[error("the Docker engine cannot run {arch} containers for stack `{stack}`")]
+    CannotRun {
+        /// The stack.
+        stack: String,
+        /// The architecture asked for.
+        arch: crate::arch::Arch,
+        /// Why.
+        #[source]
+        source: Box<DockerError>,
     },
     /// No stack by that name.
     #[error("unknown stack `{name}` (known stacks: {})", if known.is_empty() { "none".to_owned() } else { known.join(", ") })]
@@ -192,7 +215,12 @@ impl StackError {
                 "bootstrapping needs root (or unprivileged user namespaces for mmdebstrap) and a \
                  reachable Debian mirror; set {MIRROR_ENV} to use another mirror"
             )),
-            StackError::Docker { source, .. } | StackError::Prune(source) => source.hint(),
+            StackError::Docker { source, .. }
+            | StackError::Prune(source)
+            | StackError::CannotRun { source, .. } => source.hint(),
+            StackError::UnsupportedArch { .. } => Some(
+                "build for an architecture the stack lists, or add it to `arches` in its stack.toml".to_owned(),
+            ),
             _ => None,
         }
     }
@@ -205,14 +233,16 @@ impl StackError {
         match self {
             StackError::Parse { .. }
             | StackError::Invalid { .. }
-            | StackError::UnknownStack { .. } => true,
+            | StackError::UnknownStack { .. }
+            | StackError::UnsupportedArch { .. } => true,
             StackError::Read { .. }
             | StackError::NoStacksDir { .. }
             | StackError::NoBootstrapTool { .. }
             | StackError::Spawn { .. }
             | StackError::Bootstrap { .. }
             | StackError::Docker { .. }
-            | StackError::Prune(_) => false,
+            | StackError::Prune(_)
+            | StackError::CannotRun { .. } => false,
         }
     }
 }

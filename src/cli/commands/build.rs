@@ -46,11 +46,18 @@ async fn make_plan(
     selectors: &[String],
     all: bool,
     force: bool,
+    arches: &[packager::arch::Arch],
     store: &AnyStore,
 ) -> Result<Plan, Error> {
     let selection = selection(pipeline, selectors, all)?;
     pipeline
-        .plan(&selection, store, force, LoadOptions::default().jobs)
+        .plan(
+            &selection,
+            arches,
+            store,
+            force,
+            LoadOptions::default().jobs,
+        )
         .await
 }
 
@@ -64,7 +71,15 @@ pub async fn build(
 ) -> Result<(), Error> {
     let store = args.store.open().await?;
     let pipeline = pipeline(cli, &ui)?;
-    let plan = make_plan(&pipeline, selectors, all, args.force, &store).await?;
+    let plan = make_plan(
+        &pipeline,
+        selectors,
+        all,
+        args.force,
+        &args.arch.arches(),
+        &store,
+    )
+    .await?;
     for j in &plan.jobs {
         pipeline.warn_recipe(&j.recipe);
     }
@@ -157,14 +172,14 @@ pub async fn build(
 pub async fn plan(
     cli: &Cli,
     ui: &Arc<Ui>,
-    selectors: &[String],
-    all: bool,
+    (selectors, all): (&[String], bool),
     force: bool,
     format: PlanFormat,
+    arches: &[packager::arch::Arch],
     store: &AnyStore,
 ) -> Result<(), Error> {
     let pipeline = pipeline(cli, ui)?;
-    let plan = make_plan(&pipeline, selectors, all, force, store).await?;
+    let plan = make_plan(&pipeline, selectors, all, force, arches, store).await?;
     match format {
         PlanFormat::Table => {
             let rows: Vec<[String; 6]> = plan

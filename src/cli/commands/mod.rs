@@ -106,11 +106,21 @@ pub async fn run(cli: &Cli) -> Result<u8, Error> {
             force,
             json,
             format,
+            arch,
             store,
         } => {
             let format = if *json { PlanFormat::Json } else { *format };
             let store = store.open().await?;
-            build::plan(cli, &ui, selectors, *all, *force, format, &store).await
+            build::plan(
+                cli,
+                &ui,
+                (selectors, *all),
+                *force,
+                format,
+                &arch.arches(),
+                &store,
+            )
+            .await
         }
         Command::Inventory {
             runtime,

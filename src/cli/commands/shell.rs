@@ -64,7 +64,12 @@ pub async fn shell(cli: &Cli, ui: Arc<Ui>, args: &ShellArgs) -> Result<u8, Error
         unreachable!("clap requires RUNTIME and VERSION without --attach");
     };
     let pipeline = pipeline(cli, &ui)?;
-    let recipe = pipeline.recipe(runtime, version, args.make_jobs)?;
+    let recipe = pipeline.recipe(
+        runtime,
+        version,
+        packager::arch::Arch::host(),
+        args.make_jobs,
+    )?;
     let docker = pipeline.connect().await?;
     let jobs = args
         .make_jobs

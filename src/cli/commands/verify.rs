@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use packager::Error;
+use packager::arch::Arch;
 use packager::pipeline::Pipeline;
 use packager::publish::AnyStore;
 use packager::reproduce::Comparison;
@@ -20,7 +21,9 @@ pub async fn verify_all(
     twice: bool,
     store: &AnyStore,
 ) -> Result<u8, Error> {
-    let results = pipeline.reproduce_all(runtime, twice, store).await?;
+    let results = pipeline
+        .reproduce_all(runtime, Arch::host(), twice, store)
+        .await?;
     let mut rows: Vec<[String; 4]> = Vec::new();
     let mut bad = 0;
     for (runtime, version, result) in results {
@@ -66,7 +69,9 @@ pub async fn verify(
     twice: bool,
     store: &AnyStore,
 ) -> Result<u8, Error> {
-    let comparison = pipeline.reproduce(runtime, version, twice, store).await?;
+    let comparison = pipeline
+        .reproduce(runtime, version, Arch::host(), twice, store)
+        .await?;
     let what = if twice {
         "the first build"
     } else {
@@ -124,7 +129,9 @@ pub async fn test_again(
     artifact: Option<&Path>,
     store: &AnyStore,
 ) -> Result<(), Error> {
-    let log = pipeline.retest(runtime, version, artifact, store).await?;
+    let log = pipeline
+        .retest(runtime, version, Arch::host(), artifact, store)
+        .await?;
     let tested = match artifact {
         Some(a) => a.display().to_string(),
         None => format!("{}'s artifact", store_name(store)),
