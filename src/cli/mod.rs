@@ -210,6 +210,8 @@ pub enum Command {
         #[arg(long)]
         twice: bool,
         #[command(flatten)]
+        arch: OneArch,
+        #[command(flatten)]
         store: StoreArgs,
     },
     /// Test a published artifact (or a file) again, without rebuilding it: in a fresh container
@@ -222,6 +224,8 @@ pub enum Command {
         /// Test this artifact file instead of the one in the store
         #[arg(long, value_name = "FILE")]
         artifact: Option<PathBuf>,
+        #[command(flatten)]
+        arch: OneArch,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -275,6 +279,34 @@ impl ArchArgs {
             }
         }
         out
+    }
+}
+
+/// `--arch` of commands about one build.
+#[derive(Debug, Args)]
+pub struct OneArch {
+    /// The architecture (default: the engine host's)
+    #[arg(long = "arch", value_enum, value_name = "ARCH")]
+    pub arch: Option<ArchName>,
+}
+
+/// One architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArchName {
+    /// x86-64
+    Amd64,
+    /// 64-bit ARM
+    Arm64,
+}
+
+impl OneArch {
+    /// The architecture asked for, or the host's.
+    pub fn get(&self) -> packager::arch::Arch {
+        match self.arch {
+            Some(ArchName::Amd64) => packager::arch::Arch::Amd64,
+            Some(ArchName::Arm64) => packager::arch::Arch::Arm64,
+            None => packager::arch::Arch::host(),
+        }
     }
 }
 
@@ -439,6 +471,8 @@ pub struct ShellArgs {
     /// Parallel compile jobs inside the container ($JOBS); default: the number of CPUs
     #[arg(long, value_name = "N", conflicts_with = "attach")]
     pub make_jobs: Option<usize>,
+    #[command(flatten)]
+    pub arch: OneArch,
     #[command(flatten)]
     pub store: StoreArgs,
     /// Run this command (no TTY; output streamed, its exit code returned) instead of a shell

@@ -47,34 +47,30 @@ pub async fn run(cli: &Cli) -> Result<u8, Error> {
             version,
             all,
             twice,
+            arch,
             store,
         } => {
             let pipeline = pipeline(cli, &ui)?;
             let store = store.open().await?;
+            let arch = arch.get();
             return match (runtime, version, all) {
                 (Some(runtime), Some(version), false) => {
-                    verify::verify(&pipeline, runtime, version, *twice, &store).await
+                    verify::verify(&pipeline, runtime, version, arch, *twice, &store).await
                 }
-                _ => verify::verify_all(&pipeline, runtime.as_deref(), *twice, &store).await,
+                _ => verify::verify_all(&pipeline, runtime.as_deref(), arch, *twice, &store).await,
             };
         }
         Command::Test {
             runtime,
             version,
             artifact,
+            arch,
             store,
         } => {
             let pipeline = pipeline(cli, &ui)?;
             let store = store.open().await?;
-            verify::test_again(
-                &pipeline,
-                &ui,
-                runtime,
-                version,
-                artifact.as_deref(),
-                &store,
-            )
-            .await
+            let what = (runtime.as_str(), version.as_str(), arch.get());
+            verify::test_again(&pipeline, &ui, what, artifact.as_deref(), &store).await
         }
         Command::List { runtime, json } => list(&g.recipes, runtime.as_deref(), *json),
         Command::Show { runtime, version } => {

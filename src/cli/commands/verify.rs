@@ -18,12 +18,11 @@ use crate::cli::ui::{Ui, render_error};
 pub async fn verify_all(
     pipeline: &Pipeline,
     runtime: Option<&str>,
+    arch: Arch,
     twice: bool,
     store: &AnyStore,
 ) -> Result<u8, Error> {
-    let results = pipeline
-        .reproduce_all(runtime, Arch::host(), twice, store)
-        .await?;
+    let results = pipeline.reproduce_all(runtime, arch, twice, store).await?;
     let mut rows: Vec<[String; 4]> = Vec::new();
     let mut bad = 0;
     for (runtime, version, result) in results {
@@ -66,11 +65,12 @@ pub async fn verify(
     pipeline: &Pipeline,
     runtime: &str,
     version: &str,
+    arch: Arch,
     twice: bool,
     store: &AnyStore,
 ) -> Result<u8, Error> {
     let comparison = pipeline
-        .reproduce(runtime, version, Arch::host(), twice, store)
+        .reproduce(runtime, version, arch, twice, store)
         .await?;
     let what = if twice {
         "the first build"
@@ -124,13 +124,12 @@ fn print_differences(comparison: &Comparison, what: &str) -> Result<(), Error> {
 pub async fn test_again(
     pipeline: &Pipeline,
     ui: &Arc<Ui>,
-    runtime: &str,
-    version: &str,
+    (runtime, version, arch): (&str, &str, Arch),
     artifact: Option<&Path>,
     store: &AnyStore,
 ) -> Result<(), Error> {
     let log = pipeline
-        .retest(runtime, version, Arch::host(), artifact, store)
+        .retest(runtime, version, arch, artifact, store)
         .await?;
     let tested = match artifact {
         Some(a) => a.display().to_string(),
