@@ -53,6 +53,7 @@ fn publish_all(ws: &Workspace, store_url: &str, env: &[(&str, &str)]) {
         mirrors: Vec::new(),
         limits: Default::default(),
         source_date_epoch: packager::package::DEFAULT_MTIME,
+        engines: Default::default(),
     };
     let pipeline = Pipeline::new(settings, Arc::new(packager::report::Silent)).unwrap();
     let jobs = packager::recipe::LoadOptions::default().jobs;

@@ -42,6 +42,9 @@ pub struct Settings {
     pub limits: Limits,
     /// The mtime of every artifact entry and `SOURCE_DATE_EPOCH` in the containers.
     pub source_date_epoch: u64,
+    /// The engine (`DOCKER_HOST`-style URL) to build each architecture on, when not the
+    /// default one: a native arm64 engine, say, rather than emulation.
+    pub engines: BTreeMap<Arch, String>,
 }
 
 /// How to run a plan.
@@ -214,9 +217,18 @@ impl Pipeline {
         }
     }
 
-    /// Connects to the engine and removes the containers of killed runs.
+    /// Connects to the default engine and removes the containers of killed runs.
     pub async fn connect(&self) -> Result<Docker, Error> {
-        let docker = Docker::connect().await?;
+        self.connect_for(Arch::host()).await
+    }
+
+    /// Connects to the engine that builds `arch` (the one [`Settings::engines`] names for it,
+    /// else the default) and removes the containers of killed runs.
+    pub async fn connect_for(&self, arch: Arch) -> Result<Docker, Error> {
+        let docker = match self.settings.engines.get(&arch) {
+            Some(host) => Docker::connect_to(host).await?,
+            None => Docker::connect().await?,
+        };
         let orphans = crate::build::remove_orphans(&docker).await?;
         if !orphans.is_empty() {
             self.reporter.info(&format!(
@@ -289,26 +301,24 @@ impl Pipeline {
     ) -> Result<Ran, Error> {
         let cores = LoadOptions::default().jobs;
         let parallel = opts.parallel.max(1);
-        let to_build = plan
-            .jobs
-            .iter()
-            .filter(|j| j.status == Status::Build)
-            .count();
-        let docker = match to_build {
-            0 => None,
-            _ => Some(self.connect().await?),
-        };
-        let capacity = match &docker {
-            Some(d) => d.capacity().await?,
-            None => (0, 1),
-        };
+        // An engine per architecture that has something to build (none when nothing is).
+        let mut engines: BTreeMap<Arch, (Docker, (u64, u64))> = BTreeMap::new();
+        for job in plan.jobs.iter().filter(|j| j.status == Status::Build) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = engines.entry(job.recipe.arch)
+            {
+                let docker = self.connect_for(job.recipe.arch).await?;
+                let capacity = docker.capacity().await?;
+                slot.insert((docker, capacity));
+            }
+        }
         let work = self.work_dir(&format!("run-{}-", self.run_id))?;
 
         let run_job = |slot: Slot| {
             let job = &plan.jobs[slot.index];
-            let (docker, work) = (docker.clone(), work.path());
+            let (engine, work) = (engines.get(&job.recipe.arch).cloned(), work.path());
             async move {
-                let docker = docker.expect("the engine is connected when something is built");
+                let (docker, capacity) =
+                    engine.expect("an engine is connected for each arch with builds");
                 let make_jobs = opts.make_jobs.unwrap_or(slot.make_jobs).max(1);
                 let recipe = self.catalogue.load(
                     job.recipe.runtime.as_str(),
@@ -505,7 +515,7 @@ impl Pipeline {
                 hint: Some("verify a version without `requires`".into()),
             });
         }
-        let docker = self.connect().await?;
+        let docker = self.connect_for(recipe.arch).await?;
         let jobs = LoadOptions::default().jobs.max(1);
         let builder = self.builder(&docker, jobs, 1).await?;
         let opts = self.options(false, Vec::new());
@@ -568,7 +578,7 @@ impl Pipeline {
         store: &impl Store,
     ) -> Result<PathBuf, Error> {
         let recipe = self.recipe(runtime, version, arch, None)?;
-        let docker = self.connect().await?;
+        let docker = self.connect_for(recipe.arch).await?;
         let jobs = LoadOptions::default().jobs.max(1);
         let builder = self.builder(&docker, jobs, 1).await?;
         let dir = self.work_dir("test-")?;

@@ -275,3 +275,51 @@ fn a_recipe_s_arches_refuse_the_others_in_the_plan() {
         "{reason}"
     );
 }
+
+#[test]
+fn an_arch_s_own_engine_builds_it() {
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    fixture(&ws, &server, "az", "");
+    let store = ws.dir.path().join("store");
+    let store_arg = store.to_str().unwrap();
+    // The arm64 engine named is used (here: one that is not there), and said so.
+    let o = ws
+        .cmd()
+        .env(
+            "PACKAGER_DOCKER_HOST_ARM64",
+            "unix:///nonexistent/arm64.sock",
+        )
+        .args(["build", "az", "--arch", "arm64", "--store", store_arg])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/nonexistent/arm64.sock"),
+        "{}",
+        stderr(&o)
+    );
+    // amd64 builds do not use it.
+    let o = ws
+        .cmd()
+        .env(
+            "PACKAGER_DOCKER_HOST_ARM64",
+            "unix:///nonexistent/arm64.sock",
+        )
+        .args(["build", "az", "--store", store_arg])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The same engine named for arm64 builds it (emulated here).
+    let host = std::env::var("DOCKER_HOST").unwrap_or("unix:///var/run/docker.sock".into());
+    let o = ws
+        .cmd()
+        .env("PACKAGER_DOCKER_HOST_ARM64", &host)
+        .args(["build", "az", "--arch", "arm64", "--store", store_arg])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(store.join("mini/az-1.0.0-arm64.tar.gz").is_file());
+    assert!(containers_of(&docker, "az").is_empty());
+}

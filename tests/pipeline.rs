@@ -43,6 +43,7 @@ fn settings(ws: &Workspace) -> Settings {
         mirrors: Vec::new(),
         limits: Default::default(),
         source_date_epoch: packager::package::DEFAULT_MTIME,
+        engines: Default::default(),
     }
 }
 

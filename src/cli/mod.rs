@@ -71,6 +71,23 @@ pub struct Global {
     /// `[build] pids` (default: 4096)
     #[arg(long, global = true, env = "PACKAGER_PIDS_LIMIT", value_name = "N", value_parser = clap::value_parser!(u64).range(16..))]
     pub pids_limit: Option<u64>,
+    /// The engine arm64 builds run on (`unix:///…`, `tcp://…`), such as a native arm64 machine;
+    /// default: the default engine (DOCKER_HOST), under emulation when it is not arm64
+    #[arg(
+        long,
+        global = true,
+        env = "PACKAGER_DOCKER_HOST_ARM64",
+        value_name = "URL"
+    )]
+    pub engine_arm64: Option<String>,
+    /// The engine amd64 builds run on; default: the default engine (DOCKER_HOST)
+    #[arg(
+        long,
+        global = true,
+        env = "PACKAGER_DOCKER_HOST_AMD64",
+        value_name = "URL"
+    )]
+    pub engine_amd64: Option<String>,
 }
 
 fn parse_memory(text: &str) -> Result<u64, String> {
@@ -86,6 +103,18 @@ fn parse_cpus(text: &str) -> Result<u64, String> {
 }
 
 impl Global {
+    /// The engines given for particular architectures.
+    pub fn engines(&self) -> std::collections::BTreeMap<packager::arch::Arch, String> {
+        use packager::arch::Arch;
+        [
+            (Arch::Amd64, &self.engine_amd64),
+            (Arch::Arm64, &self.engine_arm64),
+        ]
+        .into_iter()
+        .filter_map(|(a, h)| h.as_ref().filter(|h| !h.is_empty()).map(|h| (a, h.clone())))
+        .collect()
+    }
+
     /// The limits set on the command line.
     pub fn limits(&self) -> packager::recipe::Limits {
         packager::recipe::Limits {

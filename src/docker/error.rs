@@ -237,11 +237,12 @@ impl DockerError {
             DockerError::CannotRun { arch, .. } => Some(format!(
                 "install Debian's qemu-user-static and register its handler with the F flag \
                  (`mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; update-binfmts --enable qemu-{}`), \
-                 or build on a native {arch} engine (DOCKER_HOST)",
+                 or build on a native {arch} engine: PACKAGER_DOCKER_HOST_{} (--engine-{arch})",
                 match arch {
                     crate::arch::Arch::Amd64 => "x86_64",
                     crate::arch::Arch::Arm64 => "aarch64",
-                }
+                },
+                arch.as_str().to_uppercase()
             )),
             DockerError::UnsupportedArch { .. } => {
                 Some("packager builds for amd64 and arm64 engines only".to_owned())

@@ -159,6 +159,7 @@ fn pipeline(cli: &Cli, ui: &Arc<Ui>) -> Result<Pipeline, Error> {
         mirrors: g.mirrors.clone(),
         limits: g.limits(),
         source_date_epoch: source_date_epoch()?,
+        engines: g.engines(),
     };
     Pipeline::new(settings, ui.clone())
 }
