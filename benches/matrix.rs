@@ -47,14 +47,7 @@ fn publish_all(ws: &Workspace, store_url: &str, env: &[(&str, &str)]) {
         unsafe { std::env::set_var(k, v) };
     }
     let store = rt.block_on(AnyStore::open(store_url)).unwrap();
-    let settings = Settings {
-        recipes_dir: ws.recipes(),
-        cache_dir: ws.cache(),
-        mirrors: Vec::new(),
-        limits: Default::default(),
-        source_date_epoch: packager::package::DEFAULT_MTIME,
-        engines: Default::default(),
-    };
+    let settings = Settings::new(ws.recipes(), ws.cache());
     let pipeline = Pipeline::new(settings, Arc::new(packager::report::Silent)).unwrap();
     let jobs = packager::recipe::LoadOptions::default().jobs;
     let plan = rt

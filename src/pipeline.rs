@@ -47,6 +47,21 @@ pub struct Settings {
     pub engines: BTreeMap<Arch, String>,
 }
 
+impl Settings {
+    /// Settings for `recipes_dir` and `cache_dir` with nothing else set: no mirrors, no limits,
+    /// the default `SOURCE_DATE_EPOCH`, the default engine for every architecture.
+    pub fn new(recipes_dir: impl Into<PathBuf>, cache_dir: impl Into<PathBuf>) -> Self {
+        Settings {
+            recipes_dir: recipes_dir.into(),
+            cache_dir: cache_dir.into(),
+            mirrors: Vec::new(),
+            limits: Limits::default(),
+            source_date_epoch: crate::package::DEFAULT_MTIME,
+            engines: BTreeMap::new(),
+        }
+    }
+}
+
 /// How to run a plan.
 #[derive(Debug, Clone)]
 pub struct RunOptions {

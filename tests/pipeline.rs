@@ -37,14 +37,7 @@ impl Reporter for Events {
 }
 
 fn settings(ws: &Workspace) -> Settings {
-    Settings {
-        recipes_dir: ws.recipes(),
-        cache_dir: ws.cache(),
-        mirrors: Vec::new(),
-        limits: Default::default(),
-        source_date_epoch: packager::package::DEFAULT_MTIME,
-        engines: Default::default(),
-    }
+    Settings::new(ws.recipes(), ws.cache())
 }
 
 #[test]
