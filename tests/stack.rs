@@ -595,7 +595,7 @@ async fn failing_bootstrap_reports_the_tool_output() {
 async fn pull_without_registry_is_a_clear_error() {
     let docker = docker().await;
     let err = docker
-        .pull_image("packager-test/no-such-image:1", &mut |_: &str| {})
+        .pull_image("packager-test/no-such-image:1", None, &mut |_: &str| {})
         .await
         .expect_err("nothing to pull from");
     assert!(matches!(err, DockerError::Pull { .. }), "{err:?}");

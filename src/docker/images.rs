@@ -108,15 +108,20 @@ impl Docker {
             })
     }
 
-    /// Pulls an image from its registry, reporting progress lines.
+    /// Pulls an image from its registry (for `platform` when given, else the engine's own),
+    /// reporting progress lines.
     pub async fn pull_image(
         &self,
         reference: &str,
+        platform: Option<Arch>,
         progress: &mut (dyn FnMut(&str) + Send),
     ) -> Result<ImageInfo, DockerError> {
-        let options = CreateImageOptionsBuilder::default()
-            .from_image(reference)
-            .build();
+        let platform = platform.map(|a| format!("linux/{a}"));
+        let mut options = CreateImageOptionsBuilder::default().from_image(reference);
+        if let Some(platform) = &platform {
+            options = options.platform(platform);
+        }
+        let options = options.build();
         let mut stream = self.client.create_image(Some(options), None, None);
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| DockerError::Pull {

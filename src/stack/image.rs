@@ -110,7 +110,7 @@ impl Stack {
                     self.name
                 ));
                 let info = docker
-                    .pull_image(image, progress)
+                    .pull_image(image, (self.arch != native).then_some(self.arch), progress)
                     .await
                     .map_err(docker_error)?;
                 (info, ImageOutcome::Pulled)
