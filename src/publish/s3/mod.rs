@@ -46,6 +46,26 @@ const GZIP: &str = "application/gzip";
 /// Read buffer of file bodies: large, as uploads stream from disk.
 const READ_BUFFER: usize = 256 * 1024;
 
+/// The request body of an upload: the artifact file, or `(offset, len)` of it for one part,
+/// streamed from disk. A file that cannot be opened is an error naming it.
+async fn file_body(
+    path: &std::path::Path,
+    range: Option<(u64, u64)>,
+) -> Result<aws_sdk_s3::primitives::ByteStream, PublishError> {
+    let mut body = aws_sdk_s3::primitives::ByteStream::read_from()
+        .path(path)
+        .buffer_size(READ_BUFFER);
+    if let Some((offset, len)) = range {
+        body = body
+            .offset(offset)
+            .length(aws_sdk_s3::primitives::Length::Exact(len));
+    }
+    body.build().await.map_err(|e| PublishError::Artifact {
+        path: path.to_path_buf(),
+        message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+    })
+}
+
 /// A store in an S3 bucket, under an optional prefix.
 #[derive(Debug, Clone)]
 pub struct S3Store {

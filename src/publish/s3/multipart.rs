@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::DisplayErrorContext;
-use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedPart, ObjectCannedAcl};
 use futures_util::{StreamExt, TryStreamExt};
 use sha2::Digest;
@@ -18,7 +16,7 @@ use sha2::Digest;
 use super::config::{MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE};
 use super::failure::{CallFailure, remote};
 use super::object::{Body, Commit, b64, upload_timeout};
-use super::{CONFLICT_ATTEMPTS, GZIP, READ_BUFFER, S3Options, S3Store};
+use super::{CONFLICT_ATTEMPTS, GZIP, S3Options, S3Store};
 use crate::publish::{PublishError, PublishOutcome, Upload};
 
 /// A fresh HTTP client (its own connection pool), for work on another runtime.
@@ -211,17 +209,7 @@ impl S3Store {
         a: &Upload,
         p: PartPlan,
     ) -> Result<CompletedPart, PublishError> {
-        let stream = ByteStream::read_from()
-            .path(&a.path)
-            .offset(p.offset)
-            .length(Length::Exact(p.len))
-            .buffer_size(READ_BUFFER)
-            .build()
-            .await
-            .map_err(|e| PublishError::Artifact {
-                path: a.path.clone(),
-                message: DisplayErrorContext(&e).to_string(),
-            })?;
+        let stream = super::file_body(&a.path, Some((p.offset, p.len))).await?;
         let checksum = b64(&p.sha256);
         let mut req = self
             .client

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::error::DisplayErrorContext;
-use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart, ObjectCannedAcl,
 };
@@ -15,7 +14,7 @@ use base64::Engine as _;
 use sha2::Digest;
 
 use super::failure::{CallFailure, CallFailureKind, remote, scrub};
-use super::{CONFLICT_ATTEMPTS, GZIP, READ_BUFFER, S3Store, SHA256_KEY};
+use super::{CONFLICT_ATTEMPTS, GZIP, S3Store, SHA256_KEY};
 use crate::publish::{PublishError, PublishOutcome, Stored, Upload};
 
 /// What a HEAD of an object says: enough to tell whether it has our bytes.
@@ -202,15 +201,7 @@ impl S3Store {
             attempt += 1;
             let failure = match body {
                 Body::Single(a) => {
-                    let stream = ByteStream::read_from()
-                        .path(&a.path)
-                        .buffer_size(READ_BUFFER)
-                        .build()
-                        .await
-                        .map_err(|e| PublishError::Artifact {
-                            path: a.path.clone(),
-                            message: DisplayErrorContext(&e).to_string(),
-                        })?;
+                    let stream = super::file_body(&a.path, None).await?;
                     let mut req = self
                         .client
                         .put_object()
