@@ -143,6 +143,15 @@ async fn an_arm64_stack_is_bootstrapped_recorded_as_arm64_and_runs_aarch64_code(
     assert!(left.is_empty(), "{left:?}");
 }
 
+/// Fields `a` and `b` of each object in the JSON array `list`.
+fn pairs<'v>(list: &'v serde_json::Value, a: &str, b: &str) -> Vec<(&'v str, &'v str)> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|j| (j[a].as_str().unwrap(), j[b].as_str().unwrap()))
+        .collect()
+}
+
 /// `e_machine` of the ELF file `path` inside `artifact`.
 fn machine(artifact: &Path, path: &str) -> u16 {
     let wanted = BTreeSet::from([PathBuf::from(path)]);
@@ -174,23 +183,9 @@ fn one_recipe_builds_for_both_arches_into_one_inventory() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let matrix: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let jobs: Vec<(String, String)> = matrix["include"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| {
-            (
-                j["arch"].as_str().unwrap().to_string(),
-                j["runs-on"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
     assert_eq!(
-        jobs,
-        [
-            ("amd64".to_string(), "ubuntu-24.04".to_string()),
-            ("arm64".to_string(), "ubuntu-24.04-arm".to_string())
-        ]
+        pairs(&matrix["include"], "arch", "runs-on"),
+        [("amd64", "ubuntu-24.04"), ("arm64", "ubuntu-24.04-arm")]
     );
 
     let o = ws.run(&["build", "ax", "--arch", "all", "--store", store_arg]);
@@ -251,23 +246,9 @@ fn a_recipe_s_arches_refuse_the_others_in_the_plan() {
     let o = ws.run(&["plan", "ay", "--arch", "all", "--json", "--store", "store"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let plan: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let statuses: Vec<(String, String)> = plan["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| {
-            (
-                j["arch"].as_str().unwrap().to_string(),
-                j["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
     assert_eq!(
-        statuses,
-        [
-            ("amd64".to_string(), "build".to_string()),
-            ("arm64".to_string(), "unsupported".to_string())
-        ]
+        pairs(&plan["jobs"], "arch", "status"),
+        [("amd64", "build"), ("arm64", "unsupported")]
     );
     let reason = plan["jobs"][1]["reason"].as_str().unwrap();
     assert!(
