@@ -5,8 +5,10 @@
 //! Run: `cargo bench --bench upload` (needs `moto_server` and `aws`: `pip install 'moto[server]'
 //! awscli`). `PACKAGER_BENCH_UPLOAD_MB` sets the size (default 1000; 16 without `--bench`, as
 //! under `cargo test --all-targets`), `PACKAGER_BENCH_RUNS` the runs of each (default 3; 1).
-//! Ours runs twice per run: with the default part size (64 MiB) and with
-//! `PACKAGER_BENCH_PART_MB` (default 16; `aws s3 cp` uses 8 MiB parts, 10 at a time).
+//! Ours runs once per part size of `PACKAGER_BENCH_PART_MB` (a comma-separated list of MiB,
+//! default `8,16,32,64`, plus the default part size if it is not listed; `aws s3 cp` uses 8 MiB
+//! parts, 10 at a time) in each run, interleaved with `aws s3 cp`, and a table of the medians
+//! ends the output.
 //! Each upload runs in its own process (ours: this binary re-run with `--upload-child`), which
 //! reports its peak RSS (`VmHWM`); wall times are of the whole process, medians compared.
 
@@ -168,11 +170,22 @@ fn main() {
         "upload of {megabytes} MB (incompressible) to moto_server on loopback, {runs} run(s) each"
     );
 
-    // Ours with the default part size, and with the part size of PACKAGER_BENCH_PART_MB.
+    // Ours with each part size of PACKAGER_BENCH_PART_MB and the default one.
     let default_mb = S3Options::default().part_size >> 20;
-    let tuned_mb: u64 = env_or("PACKAGER_BENCH_PART_MB", 16);
-    let configs = [default_mb, tuned_mb];
-    let (mut ours, mut theirs, mut peak) = (vec![Vec::new(), Vec::new()], Vec::new(), 0u64);
+    let listed = std::env::var("PACKAGER_BENCH_PART_MB").unwrap_or_else(|_| "8,16,32,64".into());
+    let mut configs: Vec<u64> = listed
+        .split(',')
+        .map(|m| {
+            m.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("PACKAGER_BENCH_PART_MB: `{m}` is not a number of MiB"))
+        })
+        .chain([default_mb])
+        .collect();
+    configs.sort_unstable();
+    configs.dedup();
+    let (mut ours, mut theirs) = (vec![Vec::new(); configs.len()], Vec::new());
+    let mut peaks = vec![0u64; configs.len()];
     for run in 0..runs {
         for (c, part_mb) in configs.iter().enumerate() {
             let name = format!("run-{run}-{part_mb}.tar.gz");
@@ -193,7 +206,7 @@ fn main() {
                 .find_map(|l| l.strip_prefix("rss_kb="))
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            peak = peak.max(rss);
+            peaks[c] = peaks[c].max(rss);
             println!(
                 "  packager ({part_mb:>3} MiB parts) run {run}: {:>7.2}s  {:>7.1} MB/s  peak RSS {:.1} MB",
                 t.as_secs_f64(),
@@ -231,17 +244,17 @@ fn main() {
         t.as_secs_f64(),
         bytes as f64 / 1e6 / t.as_secs_f64()
     );
-    for (part_mb, times) in configs.iter().zip(ours) {
+    println!("| part size | packager (median) | MB/s | ratio to `aws s3 cp` (target >= 1.0x) | peak RSS (target <= 100 MB) |");
+    println!("| --- | --- | --- | --- | --- |");
+    for ((part_mb, times), peak) in configs.iter().zip(ours).zip(peaks) {
         let o = median(times);
         println!(
-            "packager, {part_mb} MiB parts: {:.2}s ({:.1} MB/s); throughput ratio {:.2}x (target >= 1.0x)",
+            "| {part_mb} MiB{} | {:.2} s | {:.1} | {:.2}x | {:.1} MB |",
+            if *part_mb == default_mb { " (default)" } else { "" },
             o.as_secs_f64(),
             bytes as f64 / 1e6 / o.as_secs_f64(),
             t.as_secs_f64() / o.as_secs_f64(),
+            peak as f64 / 1024.0
         );
     }
-    println!(
-        "peak RSS of our upload: {:.1} MB (target <= 100 MB)",
-        peak as f64 / 1024.0
-    );
 }

@@ -322,6 +322,8 @@ impl Pipeline {
             if let std::collections::btree_map::Entry::Vacant(slot) = engines.entry(job.recipe.arch)
             {
                 let docker = self.connect_for(job.recipe.arch).await?;
+                // An engine that cannot run the arch is said before any job of the run starts.
+                docker.check_runs(job.recipe.arch).await?;
                 let capacity = docker.capacity().await?;
                 slot.insert((docker, capacity));
             }

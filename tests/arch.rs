@@ -304,3 +304,87 @@ fn an_arch_s_own_engine_builds_it() {
     assert!(store.join("mini/az-1.0.0-arm64.tar.gz").is_file());
     assert!(containers_of(&docker, "az").is_empty());
 }
+
+#[test]
+fn asking_only_for_an_unsupported_arch_is_refused() {
+    let server = Server::start();
+    let ws = common::Workspace::new();
+    ws.write_mini_manifest();
+    ws.write("aw/runtime.toml", "arches = [\"amd64\"]\n");
+    fixture(&ws, &server, "aw", "");
+    let o = ws.run(&["build", "aw", "--arch", "arm64", "--store", "store"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("aw 1.0.0 arm64 cannot be built") && err.contains("`arches`"),
+        "{err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
+}
+
+/// Runs the packager where the kernel's `binfmt_misc` handlers cannot be seen: an empty tmpfs
+/// over `/proc/sys/fs/binfmt_misc` in a private mount namespace (the handlers stay registered
+/// for everyone else).
+fn without_binfmt(ws: &common::Workspace, args: &[&str]) -> std::process::Output {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    let mut cmd = std::process::Command::new("unshare");
+    if !root {
+        cmd.args(["--user", "--map-root-user"]);
+    }
+    let o = cmd
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t tmpfs tmpfs /proc/sys/fs/binfmt_misc || exit 99; "$@""#)
+        .arg("no-binfmt")
+        .arg(env!("CARGO_BIN_EXE_packager"))
+        .args(args)
+        .env("PACKAGER_RECIPES", ws.recipes())
+        .env("PACKAGER_CACHE", ws.cache())
+        .env_remove("PACKAGER_MIRROR")
+        .env_remove("PACKAGER_DOCKER_HOST_ARM64")
+        .env("NO_COLOR", "1")
+        .current_dir(ws.dir.path())
+        .output()
+        .unwrap();
+    assert_ne!(
+        o.status.code(),
+        Some(99),
+        "this test needs a private mount (unshare --mount): {}",
+        stderr(&o)
+    );
+    o
+}
+
+#[test]
+fn an_engine_that_cannot_run_arm64_is_said_before_anything_starts() {
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    fixture(&ws, &server, "av", "");
+    let store = ws.dir.path().join("store");
+    let o = without_binfmt(
+        &ws,
+        &[
+            "build",
+            "av",
+            "--arch",
+            "all",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("arm64"), "the arch is named: {err}");
+    assert!(
+        err.contains("hint:") && err.contains("qemu-user-static") && err.contains("--engine-arm64"),
+        "how to fix it: {err}"
+    );
+    // Before anything started: not even the amd64 job ran.
+    assert!(!err.contains("av 1.0.0: build"), "{err}");
+    assert!(!store.join("mini/av-1.0.0.tar.gz").exists(), "{err}");
+    assert!(containers_of(&docker, "av").is_empty());
+}

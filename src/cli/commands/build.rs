@@ -83,6 +83,21 @@ pub async fn build(
     for j in &plan.jobs {
         pipeline.warn_recipe(&j.recipe);
     }
+    // Asked only for what its recipes or stacks do not support: refused, with the reasons.
+    if !plan.jobs.is_empty() && plan.jobs.iter().all(|j| j.status == Status::Unsupported) {
+        return Err(Error::Usage {
+            message: plan
+                .jobs
+                .iter()
+                .map(|j| format!("{} cannot be built: {}", j.name(), j.reason))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            hint: Some(
+                "choose an architecture the recipe supports (`--arch`), or see `packager plan`"
+                    .into(),
+            ),
+        });
+    }
     let to_build = plan
         .jobs
         .iter()
