@@ -244,13 +244,19 @@ fn main() {
         t.as_secs_f64(),
         bytes as f64 / 1e6 / t.as_secs_f64()
     );
-    println!("| part size | packager (median) | MB/s | ratio to `aws s3 cp` (target >= 1.0x) | peak RSS (target <= 100 MB) |");
+    println!(
+        "| part size | packager (median) | MB/s | ratio to `aws s3 cp` (target >= 1.0x) | peak RSS (target <= 100 MB) |"
+    );
     println!("| --- | --- | --- | --- | --- |");
     for ((part_mb, times), peak) in configs.iter().zip(ours).zip(peaks) {
         let o = median(times);
         println!(
             "| {part_mb} MiB{} | {:.2} s | {:.1} | {:.2}x | {:.1} MB |",
-            if *part_mb == default_mb { " (default)" } else { "" },
+            if *part_mb == default_mb {
+                " (default)"
+            } else {
+                ""
+            },
             o.as_secs_f64(),
             bytes as f64 / 1e6 / o.as_secs_f64(),
             t.as_secs_f64() / o.as_secs_f64(),

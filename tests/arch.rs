@@ -225,6 +225,21 @@ fn one_recipe_builds_for_both_arches_into_one_inventory() {
         amd_entry.url
     );
 
+    // `packager test` and `packager shell` take the arch too: the published arm64 artifact is
+    // tested again in the arm64 run image, and the shell runs in the arm64 build image.
+    let o = ws.run(&[
+        "test", "ax", "1.0.0", "--arch", "arm64", "--store", store_arg,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("ax 1.0.0 arm64"), "{}", stderr(&o));
+    let o = ws.run(&[
+        "shell", "ax", "1.0.0", "--arch", "arm64", "--", "uname", "-m",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "aarch64");
+    let o = ws.run(&["shell", "ax", "1.0.0", "--", "uname", "-m"]);
+    assert_eq!(stdout(&o).trim(), "x86_64", "{}", stderr(&o));
+
     // Nothing changed: both are skipped.
     let o = ws.run(&[
         "plan", "ax", "--arch", "all", "--json", "--store", store_arg,

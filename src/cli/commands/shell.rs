@@ -64,13 +64,10 @@ pub async fn shell(cli: &Cli, ui: Arc<Ui>, args: &ShellArgs) -> Result<u8, Error
         unreachable!("clap requires RUNTIME and VERSION without --attach");
     };
     let pipeline = pipeline(cli, &ui)?;
-    let recipe = pipeline.recipe(
-        runtime,
-        version,
-        packager::arch::Arch::host(),
-        args.make_jobs,
-    )?;
-    let docker = pipeline.connect().await?;
+    let arch = args.arch.get();
+    let recipe = pipeline.recipe(runtime, version, arch, args.make_jobs)?;
+    let docker = pipeline.connect_for(arch).await?;
+    docker.check_runs(arch).await?;
     let jobs = args
         .make_jobs
         .unwrap_or_else(|| LoadOptions::default().jobs)
