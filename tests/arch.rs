@@ -130,6 +130,43 @@ async fn an_arm64_stack_is_bootstrapped_recorded_as_arm64_and_runs_aarch64_code(
     // e_machine 0xb7 (EM_AARCH64), little-endian.
     assert_eq!(lines[2], "b7 00", "{out}");
 
+    // A Dockerfile stack for arm64 is built for that platform: FROM the arm64 image, its RUN
+    // steps run aarch64 code, and the engine records the result as arm64.
+    let dir = tempfile::tempdir().unwrap();
+    let stack_dir = dir.path().join("stacks/dfarm");
+    std::fs::create_dir_all(&stack_dir).unwrap();
+    std::fs::write(
+        stack_dir.join("stack.toml"),
+        "dockerfile = \"Dockerfile\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        stack_dir.join("Dockerfile"),
+        format!(
+            "FROM {}\nRUN uname -m > /built-on && echo \"built on $(cat /built-on)\"\n",
+            ensured.reference
+        ),
+    )
+    .unwrap();
+    let dfarm = stack::load(dir.path(), "dfarm")
+        .unwrap()
+        .for_arch(Arch::Arm64)
+        .unwrap();
+    let mut lines = Vec::new();
+    let built = dfarm
+        .ensure_build_image(&docker, &mut |l: &str| lines.push(l.to_owned()))
+        .await
+        .unwrap_or_else(|e| panic!("arm64 Dockerfile stack: {e}\n{}", lines.join("\n")));
+    assert!(lines.iter().any(|l| l == "built on aarch64"), "{lines:?}");
+    let info = docker
+        .inspect_image(&built.reference)
+        .await
+        .unwrap()
+        .expect("the image exists");
+    assert_eq!(info.arch.as_deref(), Some("arm64"), "the engine's record");
+    assert!(built.reference.contains("arm64"), "{}", built.reference);
+    docker.remove_image(&built.reference, true).await.unwrap();
+
     // The amd64 image is another one: neither is ever used for the other.
     let amd64 = stack::load(recipes(), "mini")
         .unwrap()
