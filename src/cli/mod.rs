@@ -606,9 +606,15 @@ pub fn main() -> ExitCode {
         if result.is_err() {
             // The command's guards have removed its containers; one whose creation was under
             // way when the signal came has none yet: sweep what this process owns.
+            // On the default engine and on each engine named for an architecture.
             let sweep = async {
                 if let Ok(docker) = packager::docker::Docker::connect().await {
                     let _ = packager::build::remove_own(&docker).await;
+                }
+                for host in cli.global.engines().values() {
+                    if let Ok(docker) = packager::docker::Docker::connect_to(host).await {
+                        let _ = packager::build::remove_own(&docker).await;
+                    }
                 }
             };
             let _ = tokio::time::timeout(std::time::Duration::from_secs(15), sweep).await;
