@@ -26,6 +26,26 @@ fn a_reproducible_fixture_verifies_against_the_store() {
     );
     // Rebuilt under every variation: an ordinary build does not depend on any.
     assert!(text.contains(&all_varied()), "{text}");
+
+    // The recipe changed since: verify says the published artifact has another build key.
+    fixture(
+        &ws,
+        &server,
+        "fixture-repro",
+        "[build]\ninstall = [\"make install\", \"touch {prefix}/new\"]\n",
+    );
+    let o = ws.run(&["verify", "fixture-repro", "1.0.0", "--store", store]);
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("the rebuild may differ for that reason alone"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stdout(&o).contains("only in the rebuild: new"),
+        "{}",
+        stdout(&o)
+    );
     assert!(containers_of(&docker, "fixture-repro").is_empty());
 }
 
@@ -90,9 +110,38 @@ fn what_a_build_may_not_depend_on_is_varied_and_caught() {
     let server = Server::start();
     let ws = workspace();
     fixture(&ws, &server, "fixture-vary", EMBEDS);
-    let o = ws.run(&["verify", "fixture-vary", "1.0.0", "--twice"]);
+    // `none` goes alone.
+    let o = ws.run(&["verify", "fixture-vary", "1.0.0", "--vary", "none,jobs"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("`--vary none` cannot be combined"),
+        "{}",
+        stderr(&o)
+    );
+
+    let kept = ws.dir.path().join("kept");
+    let o = ws.run(&[
+        "verify",
+        "fixture-vary",
+        "1.0.0",
+        "--twice",
+        "--keep-artifacts",
+        kept.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
     let text = stdout(&o);
+    // Both artifacts are kept, the first build's as the reference.
+    for (folder, which) in [
+        ("reference", "the first build is"),
+        ("rebuild", "the rebuild"),
+    ] {
+        let bytes = std::fs::read(kept.join(folder).join("fixture-vary-1.0.0.tar.gz")).unwrap();
+        let sum = common::sha256_hex(&bytes);
+        assert!(
+            text.contains(&format!("{which} sha256:{sum}")),
+            "{folder}: {text}"
+        );
+    }
     assert!(
         text.contains("fixture-vary 1.0.0 is not reproducible"),
         "{text}"
