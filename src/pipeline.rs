@@ -25,7 +25,7 @@ use crate::plan::{KEY_METADATA, Plan, PlanOptions, Selector, Status};
 use crate::publish::{self, PublishOutcome, Store, inventory};
 use crate::recipe::{Catalogue, Limits, LoadOptions, Recipe};
 use crate::report::Reporter;
-use crate::reproduce::Comparison;
+use crate::reproduce::{Reference, Variations, Verification};
 use crate::schedule::{JobOutcome, Made, Report, Slot};
 use crate::version::Version;
 
@@ -75,6 +75,40 @@ pub struct RunOptions {
     pub force: bool,
     /// Stop starting jobs, and cancel running ones, at the first failure.
     pub fail_fast: bool,
+}
+
+/// How `packager verify` rebuilds.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Compare with a normal first build made just before, not with the published artifact.
+    pub twice: bool,
+    /// What the rebuild varies (all by default).
+    pub variations: Variations,
+    /// Copy both artifacts into this folder, as `reference/NAME` and `rebuild/NAME` (to look
+    /// at them with diffoscope, say).
+    pub keep_artifacts: Option<PathBuf>,
+}
+
+/// Copies `reference` and `rebuild` (artifact `name`) to `dir/reference/name` and
+/// `dir/rebuild/name`.
+fn keep_pair(
+    dir: &Path,
+    name: &str,
+    reference: &Path,
+    rebuild: &Path,
+) -> Result<(PathBuf, PathBuf), Error> {
+    let copy = |from: &Path, folder: &str| -> Result<PathBuf, Error> {
+        let to_dir = dir.join(folder);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        std::fs::create_dir_all(&to_dir).map_err(io(&to_dir))?;
+        let to = to_dir.join(name);
+        std::fs::copy(from, &to).map_err(io(&to))?;
+        Ok(to)
+    };
+    Ok((copy(reference, "reference")?, copy(rebuild, "rebuild")?))
 }
 
 /// Called with the build container, the engine and the error when a build fails inside its
@@ -292,6 +326,7 @@ impl Pipeline {
             keep,
             source_date_epoch: self.settings.source_date_epoch,
             requires,
+            surroundings: crate::build::Surroundings::default(),
         }
     }
 
@@ -459,6 +494,24 @@ impl Pipeline {
         Ok(made)
     }
 
+    /// The plan of `recipe` alone (its dependencies first) against `store`, and the index of
+    /// its job.
+    async fn plan_of(&self, recipe: &Recipe, store: &impl Store) -> Result<(Plan, usize), Error> {
+        let selection = [Selector::Runtime {
+            runtime: recipe.runtime.to_string(),
+            versions: vec![recipe.version.to_string()],
+        }];
+        let plan = self
+            .plan(&selection, &[recipe.arch], store, false, 1)
+            .await?;
+        let index = plan
+            .jobs
+            .iter()
+            .position(|j| j.selected)
+            .expect("the plan holds the selected job");
+        Ok((plan, index))
+    }
+
     /// The artifacts of the runtimes `recipe` is built against, downloaded from `store` into
     /// `dir`, each with the prefix it unpacks at. Versions are picked as `plan` picks them. A
     /// requirement the store does not hold is a usage error naming the build that makes it.
@@ -471,18 +524,19 @@ impl Pipeline {
         if recipe.build.requires.is_empty() {
             return Ok(Vec::new());
         }
-        let selection = [Selector::Runtime {
-            runtime: recipe.runtime.to_string(),
-            versions: vec![recipe.version.to_string()],
-        }];
-        let plan = self
-            .plan(&selection, &[recipe.arch], store, false, 1)
-            .await?;
-        let job = plan
-            .jobs
-            .iter()
-            .find(|j| j.selected)
-            .expect("the plan holds the selected job");
+        let (plan, index) = self.plan_of(recipe, store).await?;
+        self.download_requires(&plan, index, store, dir).await
+    }
+
+    /// What job `index` of `plan` requires, downloaded from `store` into `dir`.
+    async fn download_requires(
+        &self,
+        plan: &Plan,
+        index: usize,
+        store: &impl Store,
+        dir: &Path,
+    ) -> Result<Vec<Required>, Error> {
+        let job = &plan.jobs[index];
         let mut requires = Vec::new();
         for &d in &job.deps {
             let dep = &plan.jobs[d].recipe;
@@ -513,49 +567,105 @@ impl Pipeline {
         Ok(requires)
     }
 
-    /// Rebuilds `runtime version` and compares the result with a reference: the artifact
-    /// `store` holds, or (`twice`, `store` unused) a first build made just before.
+    /// Rebuilds `runtime version` under `opts.variations` and compares the result with a
+    /// reference: the artifact `store` holds, or (`opts.twice`) a normal first build made just
+    /// before — what `packager build` makes. The runtimes it is built against come from
+    /// `store` in both cases, as in a build.
     pub async fn reproduce(
         &self,
         runtime: &str,
         version: &str,
         arch: Arch,
-        twice: bool,
+        opts: &VerifyOptions,
         store: &impl Store,
-    ) -> Result<Comparison, Error> {
-        let recipe = self.recipe(runtime, version, arch, None)?;
-        if !recipe.build.requires.is_empty() {
-            return Err(Error::Usage {
-                message: format!(
-                    "{runtime} {version} is built against other runtimes; `packager verify` does not rebuild those yet"
-                ),
-                hint: Some("verify a version without `requires`".into()),
-            });
-        }
-        let docker = self.connect_for(recipe.arch).await?;
+    ) -> Result<Verification, Error> {
         let jobs = LoadOptions::default().jobs.max(1);
-        let builder = self.builder(&docker, jobs, 1).await?;
-        let opts = self.options(false, Vec::new());
-        let reference_dir = self.work_dir("verify-")?;
+        let recipe = self.recipe(runtime, version, arch, Some(jobs))?;
+        let varied_jobs = opts.variations.jobs(jobs);
+        let varied_recipe = self.catalogue.load(
+            recipe.runtime.as_str(),
+            &recipe.version,
+            &LoadOptions {
+                jobs: varied_jobs,
+                arch: recipe.arch,
+            },
+        )?;
+        let (plan, index) = self.plan_of(&recipe, store).await?;
+        let job = &plan.jobs[index];
+        let reference = match opts.twice {
+            true => Reference::FirstBuild,
+            false => Reference::Published,
+        };
+        if reference == Reference::Published {
+            match job.status {
+                Status::Build => {
+                    return Err(Error::Usage {
+                        message: format!(
+                            "{} does not hold {}/{}",
+                            store.describe(),
+                            recipe.stack,
+                            recipe.artifact
+                        ),
+                        hint: Some(format!(
+                            "build it first (`packager build {runtime} {version}`), or build it twice: `packager verify {runtime} {version} --twice`"
+                        )),
+                    });
+                }
+                Status::Conflict => self.reporter.warn(&format!(
+                    "{}: {}; the rebuild may differ for that reason alone",
+                    job.name(),
+                    job.reason
+                )),
+                _ => {}
+            }
+        }
+        let work = self.work_dir("verify-")?;
+        let requires = self
+            .download_requires(&plan, index, store, work.path())
+            .await?;
+        let docker = self.connect_for(recipe.arch).await?;
+        let capacity = docker.capacity().await?;
+        let normal_opts = self.options(false, requires);
+        let varied_opts = BuildOptions {
+            surroundings: opts.variations.surroundings(),
+            ..normal_opts.clone()
+        };
         // The reference: a first build, or the published artifact. `_first` holds the first
         // build's folder until the comparison is done.
-        let (reference, _first) = if twice {
-            let first = builder.build(&recipe, &opts).await?;
-            (first.artifact.path.clone(), Some(first))
-        } else {
-            let dest = reference_dir.path().join(&recipe.artifact);
-            store
-                .download(&recipe.stack, &recipe.artifact, &dest)
-                .await?;
-            (dest, None)
+        let (reference_path, _first) = match reference {
+            Reference::FirstBuild => {
+                let builder = self.builder_with(&docker, jobs, 1, capacity);
+                let first = builder.build(&recipe, &normal_opts).await?;
+                (first.artifact.path.clone(), Some(first))
+            }
+            Reference::Published => {
+                let dest = work.path().join(&recipe.artifact);
+                store
+                    .download(&recipe.stack, &recipe.artifact, &dest)
+                    .await?;
+                (dest, None)
+            }
         };
-        let rebuilt = builder.build(&recipe, &opts).await?;
+        let builder = self.builder_with(&docker, varied_jobs, 1, capacity);
+        let rebuilt = builder.build(&varied_recipe, &varied_opts).await?;
         let path = rebuilt.artifact.path.clone();
+        let (left, right) = (reference_path.clone(), path.clone());
         let comparison =
-            tokio::task::spawn_blocking(move || crate::reproduce::compare(&reference, &path))
+            tokio::task::spawn_blocking(move || crate::reproduce::compare(&left, &right))
                 .await
                 .expect("compare does not panic")?;
-        Ok(comparison)
+        let kept = match &opts.keep_artifacts {
+            Some(dir) => Some(keep_pair(dir, &recipe.artifact, &reference_path, &path)?),
+            None => None,
+        };
+        Ok(Verification {
+            runtime: recipe.runtime.to_string(),
+            version: recipe.version.to_string(),
+            reference,
+            variations: opts.variations.applied(jobs),
+            comparison,
+            kept,
+        })
     }
 
     /// [`Pipeline::reproduce`] for every version of `runtime` (of every runtime when `None`),
@@ -564,9 +674,9 @@ impl Pipeline {
         &self,
         runtime: Option<&str>,
         arch: Arch,
-        twice: bool,
+        opts: &VerifyOptions,
         store: &impl Store,
-    ) -> Result<Vec<(String, String, Result<Comparison, Error>)>, Error> {
+    ) -> Result<Vec<(String, String, Result<Verification, Error>)>, Error> {
         let entries: Vec<_> = match runtime {
             Some(name) => vec![self.catalogue.runtime(name)?],
             None => self.catalogue.runtimes().collect(),
@@ -576,7 +686,7 @@ impl Pipeline {
             for (v, _) in &e.versions {
                 let version = v.to_string();
                 let result = self
-                    .reproduce(e.name.as_str(), &version, arch, twice, store)
+                    .reproduce(e.name.as_str(), &version, arch, opts, store)
                     .await;
                 results.push((e.name.to_string(), version, result));
             }

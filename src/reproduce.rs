@@ -1,4 +1,9 @@
-//! Reproducibility: comparing two builds of the same artifact entry by entry.
+//! Reproducibility: what `packager verify` varies in the build it compares, and comparing two
+//! builds of the same artifact entry by entry.
+//!
+//! The rebuild is made under [`Variations`] of what the artifact may not depend on, in the
+//! manner of reprotest: another host name, umask, time zone and `{jobs}` (the build key never
+//! sees them). A [`Verification`] says which were applied, with their normal and varied values.
 //!
 //! [`compare`] lists both artifacts with [`crate::package::list_artifact`] and reports entries
 //! only in one, and entries whose kind, content, mode, size or link target differ; small text
@@ -7,7 +12,206 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
+use crate::build::Surroundings;
 use crate::package::{ArtifactEntry, PackageError, list_artifact, read_artifact_files};
+
+/// One thing `packager verify`'s rebuild changes that the artifact may not depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Variation {
+    /// The build container's host name.
+    Hostname,
+    /// The umask of the phases' commands.
+    Umask,
+    /// `{jobs}` and `$JOBS` (and the CPUs the container gets with them).
+    Jobs,
+    /// The time zone (`TZ`); the clock itself is later in any rebuild.
+    Time,
+}
+
+impl Variation {
+    /// Every variation.
+    pub const ALL: [Variation; 4] = [
+        Variation::Hostname,
+        Variation::Umask,
+        Variation::Jobs,
+        Variation::Time,
+    ];
+
+    /// Its name, as `--vary` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variation::Hostname => "hostname",
+            Variation::Umask => "umask",
+            Variation::Jobs => "jobs",
+            Variation::Time => "time",
+        }
+    }
+}
+
+impl std::fmt::Display for Variation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Variation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Variation::ALL
+            .into_iter()
+            .find(|v| v.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Variation::ALL.iter().map(|v| v.name()).collect();
+                format!(
+                    "unknown variation `{s}`: expected {} or none",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// The variations a rebuild is made under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variations(BTreeSet<Variation>);
+
+impl Default for Variations {
+    /// All of them.
+    fn default() -> Self {
+        Variations::all()
+    }
+}
+
+impl Variations {
+    /// Every [`Variation`].
+    pub fn all() -> Self {
+        Variations(Variation::ALL.into_iter().collect())
+    }
+
+    /// None: the rebuild is made as `packager build` makes it.
+    pub fn none() -> Self {
+        Variations(BTreeSet::new())
+    }
+
+    /// Only these.
+    pub fn only(variations: impl IntoIterator<Item = Variation>) -> Self {
+        Variations(variations.into_iter().collect())
+    }
+
+    /// Whether nothing is varied.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `v` is one of them.
+    pub fn contains(&self, v: Variation) -> bool {
+        self.0.contains(&v)
+    }
+
+    /// The rebuild's host name, umask and time zone: the varied ones where asked, else the
+    /// normal ones.
+    pub fn surroundings(&self) -> Surroundings {
+        let (normal, varied) = (Surroundings::default(), Surroundings::varied());
+        let pick = |v, varied: String, normal: String| match self.contains(v) {
+            true => varied,
+            false => normal,
+        };
+        Surroundings {
+            hostname: pick(Variation::Hostname, varied.hostname, normal.hostname),
+            umask: match self.contains(Variation::Umask) {
+                true => varied.umask,
+                false => normal.umask,
+            },
+            tz: pick(Variation::Time, varied.tz, normal.tz),
+        }
+    }
+
+    /// The rebuild's `{jobs}` when a normal build has `normal`: 1 for more than one, else 2.
+    pub fn jobs(&self, normal: usize) -> usize {
+        match (self.contains(Variation::Jobs), normal) {
+            (false, n) => n,
+            (true, n) if n > 1 => 1,
+            (true, _) => 2,
+        }
+    }
+
+    /// What each variation changed, for the report: a normal build's value and the rebuild's.
+    pub fn applied(&self, normal_jobs: usize) -> Vec<Applied> {
+        let (normal, varied) = (Surroundings::default(), self.surroundings());
+        self.0
+            .iter()
+            .map(|&variation| {
+                let (normal, varied) = match variation {
+                    Variation::Hostname => (normal.hostname.clone(), varied.hostname.clone()),
+                    Variation::Umask => (
+                        format!("{:04o}", normal.umask),
+                        format!("{:04o}", varied.umask),
+                    ),
+                    Variation::Jobs => {
+                        (normal_jobs.to_string(), self.jobs(normal_jobs).to_string())
+                    }
+                    Variation::Time => (format!("TZ={}", normal.tz), format!("TZ={}", varied.tz)),
+                };
+                Applied {
+                    variation,
+                    normal,
+                    varied,
+                }
+            })
+            .collect()
+    }
+}
+
+/// One variation as a rebuild applied it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    /// What was varied.
+    pub variation: Variation,
+    /// Its value in a normal build on this machine (the first build of `--twice`).
+    pub normal: String,
+    /// Its value in the rebuild.
+    pub varied: String,
+}
+
+/// What the rebuild is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reference {
+    /// The artifact the store holds.
+    Published,
+    /// A normal build made just before (`--twice`).
+    FirstBuild,
+}
+
+impl Reference {
+    /// How the report names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Reference::Published => "the published artifact",
+            Reference::FirstBuild => "the first build",
+        }
+    }
+}
+
+/// The result of `packager verify` for one version.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verification {
+    /// The runtime.
+    pub runtime: String,
+    /// The version.
+    pub version: String,
+    /// What the rebuild was compared with.
+    pub reference: Reference,
+    /// The variations the rebuild was made under.
+    pub variations: Vec<Applied>,
+    /// How the two differ.
+    pub comparison: Comparison,
+    /// The two artifacts, reference first, when asked to keep them.
+    pub kept: Option<(PathBuf, PathBuf)>,
+}
 
 /// Text files up to this size get a diff.
 pub const DIFF_MAX_BYTES: u64 = 64 * 1024;
@@ -36,8 +240,22 @@ impl Comparison {
     }
 }
 
+impl Serialize for Comparison {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("Comparison", 6)?;
+        s.serialize_field("identical", &self.identical())?;
+        s.serialize_field("left_sha256", &self.left_sha256)?;
+        s.serialize_field("right_sha256", &self.right_sha256)?;
+        s.serialize_field("only_left", &self.only_left)?;
+        s.serialize_field("only_right", &self.only_right)?;
+        s.serialize_field("changed", &self.changed)?;
+        s.end()
+    }
+}
+
 /// One entry that differs between the two artifacts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Changed {
     /// Its path in the artifact.
     pub path: PathBuf,
@@ -173,6 +391,53 @@ mod tests {
         }
         tar.into_inner().unwrap().finish().unwrap();
         path
+    }
+
+    #[test]
+    fn each_variation_changes_its_own_value() {
+        let all = Variations::all();
+        let normal = Surroundings::default();
+        let varied = all.surroundings();
+        assert_ne!(varied.hostname, normal.hostname);
+        assert_ne!(varied.umask, normal.umask);
+        assert_ne!(varied.tz, normal.tz);
+        assert_eq!((all.jobs(8), all.jobs(2), all.jobs(1)), (1, 1, 2));
+        assert_eq!(Variations::none().surroundings(), normal);
+        assert_eq!(Variations::none().jobs(8), 8);
+        assert!(Variations::none().applied(4).is_empty());
+
+        let only = Variations::only([Variation::Jobs]);
+        assert_eq!(only.surroundings(), normal);
+        let applied = only.applied(4);
+        assert_eq!(
+            applied,
+            [Applied {
+                variation: Variation::Jobs,
+                normal: "4".into(),
+                varied: "1".into()
+            }]
+        );
+        let names: Vec<String> = all
+            .applied(2)
+            .iter()
+            .map(|a| format!("{}: {} → {}", a.variation, a.normal, a.varied))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "hostname: packager-build → varied-host",
+                "umask: 0022 → 0002",
+                "jobs: 2 → 1",
+                "time: TZ=UTC → TZ=<+14>-14"
+            ]
+        );
+        assert_eq!("umask".parse::<Variation>(), Ok(Variation::Umask));
+        assert!(
+            "clock"
+                .parse::<Variation>()
+                .unwrap_err()
+                .contains("hostname, umask")
+        );
     }
 
     #[test]

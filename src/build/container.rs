@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::{
     BuildError, CONTAINER_ROLE_LABEL, OWNER_LABEL, RUN_LABEL, RUNTIME_LABEL, Required,
-    VERSION_LABEL,
+    Surroundings, VERSION_LABEL,
 };
 use crate::docker::{ContainerGuard, Docker, DockerError, ExecSpec, OutputStream};
 use crate::package;
@@ -74,13 +74,15 @@ impl BuildLog {
 }
 
 /// Runs shell commands in a container, logging and reporting every line; returns the first
-/// failing command with its exit code and output tail.
+/// failing command with its exit code and output tail. With `surroundings`, each command runs
+/// under their umask (the log shows the command as the recipe has it).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_commands(
     container: &ContainerGuard,
     commands: &[String],
     working_dir: &str,
     user: Option<&str>,
+    surroundings: Option<&Surroundings>,
     job: &str,
     log: &mut BuildLog,
     reporter: &dyn Reporter,
@@ -88,7 +90,8 @@ pub(crate) async fn run_commands(
     for command in commands {
         log.line(&format!("$ {command}"));
         reporter.output(job, &format!("$ {command}"));
-        let mut spec = ExecSpec::shell(command.clone()).working_dir(working_dir);
+        let script = surroundings.map_or_else(|| command.clone(), |s| s.script(command));
+        let mut spec = ExecSpec::shell(script).working_dir(working_dir);
         spec.user = user.map(str::to_string);
         let result = container
             .exec(&spec, &mut |_stream: OutputStream, line: &str| {

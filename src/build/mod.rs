@@ -48,6 +48,7 @@ mod container;
 mod error;
 pub mod linkage;
 pub mod sandbox;
+mod surroundings;
 pub mod test;
 
 pub use container::{
@@ -55,6 +56,9 @@ pub use container::{
 };
 pub(crate) use container::{run_commands, writer_stream};
 pub use error::{BuildError, CommandFailure};
+pub use surroundings::{
+    HOSTNAME, Surroundings, TZ, UMASK, VARIED_HOSTNAME, VARIED_TZ, VARIED_UMASK,
+};
 
 /// A build phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +111,9 @@ pub struct BuildOptions {
     /// `configure` and before the test; left out of the artifact unless the recipe sets
     /// `include_requires`.
     pub requires: Vec<Required>,
+    /// The build container's host name, umask and time zone: the default ones but for
+    /// `packager verify`'s varied build.
+    pub surroundings: Surroundings,
 }
 
 /// A runtime another is built against: its artifact on the host and the prefix it unpacks at.
@@ -132,6 +139,7 @@ impl Default for BuildOptions {
             keep: false,
             source_date_epoch: package::DEFAULT_MTIME,
             requires: Vec::new(),
+            surroundings: Surroundings::default(),
         }
     }
 }
@@ -425,6 +433,7 @@ impl Builder {
         spec.working_dir = None;
         spec.mounts = vec![BindMount::read_only(cache_sources, CACHE_MOUNT)];
         spec.network = recipe.build.network;
+        opts.surroundings.apply(&mut spec);
         let mut writable = vec![SOURCE_DIR, recipe.prefix.as_str()];
         writable.extend(opts.requires.iter().map(|r| r.prefix.as_str()));
         spec.sandbox = Some(crate::sandbox::sandbox(
@@ -588,8 +597,11 @@ impl Builder {
                 log.line(&note);
                 reporter.output(job, &note);
             }
-            if let Some((command, exit_code, tail)) =
-                run_commands(container, commands, SOURCE_DIR, user, job, log, reporter).await?
+            let umask = Some(&opts.surroundings);
+            if let Some((command, exit_code, tail)) = run_commands(
+                container, commands, SOURCE_DIR, user, umask, job, log, reporter,
+            )
+            .await?
             {
                 let after = reached.map_or(String::new(), |p| format!(" --after {p}"));
                 let limit =

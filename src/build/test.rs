@@ -88,6 +88,7 @@ impl TestContainer {
                 &recipe.test.commands,
                 "/",
                 None,
+                None,
                 &job,
                 log,
                 reporter,

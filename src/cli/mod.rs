@@ -94,6 +94,14 @@ fn parse_memory(text: &str) -> Result<u64, String> {
     packager::recipe::parse_memory(text)
 }
 
+/// One of `--vary`'s names; `none` is `None`.
+fn parse_variation(text: &str) -> Result<Option<packager::reproduce::Variation>, String> {
+    match text {
+        "none" => Ok(None),
+        name => name.parse().map(Some),
+    }
+}
+
 /// CPUs as thousandths.
 fn parse_cpus(text: &str) -> Result<u64, String> {
     match text.parse::<f64>() {
@@ -238,6 +246,21 @@ pub enum Command {
         /// Build twice and compare the builds, instead of comparing with the store
         #[arg(long)]
         twice: bool,
+        /// What the rebuild varies, comma-separated: hostname, umask, jobs, time; or none
+        #[arg(
+            long,
+            value_name = "WHAT",
+            value_delimiter = ',',
+            default_value = "hostname,umask,jobs,time",
+            value_parser = parse_variation
+        )]
+        vary: Vec<Option<packager::reproduce::Variation>>,
+        /// Copy both artifacts into DIR (reference/NAME, rebuild/NAME), e.g. for diffoscope
+        #[arg(long, value_name = "DIR")]
+        keep_artifacts: Option<PathBuf>,
+        /// Print the result as JSON for machines
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         arch: OneArch,
         #[command(flatten)]

@@ -54,6 +54,8 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     /// Working directory, created by the engine if missing.
     pub working_dir: Option<String>,
+    /// The container's host name; `None` lets the engine use the start of its id.
+    pub hostname: Option<String>,
     /// Host paths to mount (see [`BindMount`]); the sandbox adds its volumes and tmpfs.
     pub mounts: Vec<BindMount>,
     /// Whether the container gets a network. `false` (the default) means network mode `none`.
@@ -108,6 +110,7 @@ impl ContainerSpec {
             labels: BTreeMap::new(),
             env: Vec::new(),
             working_dir: None,
+            hostname: None,
             mounts: Vec::new(),
             network: false,
             command: vec!["sleep".to_owned(), "infinity".to_owned()],
@@ -191,6 +194,7 @@ impl Docker {
             entrypoint: Some(Vec::new()),
             labels: Some(labels),
             working_dir: spec.working_dir.clone(),
+            hostname: spec.hostname.clone(),
             network_disabled: Some(!spec.network),
             host_config: Some(host_config),
             ..Default::default()

@@ -47,17 +47,26 @@ pub async fn run(cli: &Cli) -> Result<u8, Error> {
             version,
             all,
             twice,
+            vary,
+            keep_artifacts,
+            json,
             arch,
             store,
         } => {
+            let opts = verify::options(*twice, vary, keep_artifacts.clone())?;
             let pipeline = pipeline(cli, &ui)?;
             let store = store.open().await?;
             let arch = arch.get();
+            let how = verify::How {
+                opts: &opts,
+                json: *json,
+                ui: &ui,
+            };
             return match (runtime, version, all) {
                 (Some(runtime), Some(version), false) => {
-                    verify::verify(&pipeline, runtime, version, arch, *twice, &store).await
+                    verify::verify(&pipeline, runtime, version, arch, &how, &store).await
                 }
-                _ => verify::verify_all(&pipeline, runtime.as_deref(), arch, *twice, &store).await,
+                _ => verify::verify_all(&pipeline, runtime.as_deref(), arch, &how, &store).await,
             };
         }
         Command::Test {

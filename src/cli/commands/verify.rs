@@ -1,17 +1,58 @@
 //! `packager verify` (is a build reproducible?) and `packager test` (does an artifact pass its
 //! test again?).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use packager::Error;
 use packager::arch::Arch;
-use packager::pipeline::Pipeline;
+use packager::pipeline::{Pipeline, VerifyOptions};
 use packager::publish::AnyStore;
-use packager::reproduce::Comparison;
+use packager::reproduce::{Comparison, Variation, Variations, Verification};
+use serde::Serialize;
 
 use super::{out, print_table};
 use crate::cli::ui::{Ui, render_error};
+
+/// How `packager verify` was asked to run and report.
+pub struct How<'a> {
+    /// What the pipeline does.
+    pub opts: &'a VerifyOptions,
+    /// Print JSON rather than the report.
+    pub json: bool,
+    /// For notes on stderr.
+    pub ui: &'a Arc<Ui>,
+}
+
+/// The options from the command line: `--vary none` (alone) varies nothing.
+pub fn options(
+    twice: bool,
+    vary: &[Option<Variation>],
+    keep_artifacts: Option<PathBuf>,
+) -> Result<VerifyOptions, Error> {
+    if vary.contains(&None) && vary.len() > 1 {
+        return Err(Error::Usage {
+            message: "`--vary none` cannot be combined with other variations".into(),
+            hint: Some("give either `--vary none` or a list such as `--vary hostname,jobs`".into()),
+        });
+    }
+    Ok(VerifyOptions {
+        twice,
+        variations: Variations::only(vary.iter().flatten().copied()),
+        keep_artifacts,
+    })
+}
+
+/// One line of `packager verify --all --json`.
+#[derive(Serialize)]
+struct Row<'a> {
+    runtime: &'a str,
+    version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verification: Option<&'a Verification>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
 
 /// `packager verify --all`: every version, one after the other, then a table; 1 when any is
 /// not reproducible or fails.
@@ -19,20 +60,38 @@ pub async fn verify_all(
     pipeline: &Pipeline,
     runtime: Option<&str>,
     arch: Arch,
-    twice: bool,
+    how: &How<'_>,
     store: &AnyStore,
 ) -> Result<u8, Error> {
-    let results = pipeline.reproduce_all(runtime, arch, twice, store).await?;
+    let results = pipeline
+        .reproduce_all(runtime, arch, how.opts, store)
+        .await?;
+    let bad = results
+        .iter()
+        .filter(|(_, _, r)| !matches!(r, Ok(v) if v.comparison.identical()))
+        .count();
+    if how.json {
+        let rows: Vec<Row> = results
+            .iter()
+            .map(|(runtime, version, r)| Row {
+                runtime,
+                version,
+                verification: r.as_ref().ok(),
+                error: r.as_ref().err().map(|e| e.to_string()),
+            })
+            .collect();
+        out(&serde_json::to_string_pretty(&rows).expect("verifications serialise"))?;
+        return Ok(if bad == 0 { 0 } else { 1 });
+    }
     let mut rows: Vec<[String; 4]> = Vec::new();
-    let mut bad = 0;
-    for (runtime, version, result) in results {
+    for (runtime, version, result) in &results {
         let (result, detail) = match result {
-            Ok(c) if c.identical() => (
+            Ok(v) if v.comparison.identical() => (
                 "reproducible".to_string(),
-                format!("sha256:{}", c.right_sha256),
+                format!("sha256:{}", v.comparison.right_sha256),
             ),
-            Ok(c) => {
-                bad += 1;
+            Ok(v) => {
+                let c = &v.comparison;
                 let mut names: Vec<String> = c
                     .only_left
                     .iter()
@@ -49,14 +108,19 @@ pub async fn verify_all(
                 )
             }
             Err(err) => {
-                bad += 1;
-                render_error(&err);
+                render_error(err);
                 ("failed".to_string(), err.to_string())
             }
         };
-        rows.push([runtime, version, result, detail]);
+        rows.push([runtime.clone(), version.clone(), result, detail]);
     }
     print_table(&["RUNTIME", "VERSION", "RESULT", "DETAIL"], &rows)?;
+    if let Some(v) = results.iter().find_map(|(_, _, r)| r.as_ref().ok()) {
+        out(&varied_line(v))?;
+    }
+    if bad > 0 {
+        cause_hints(how, None);
+    }
     Ok(if bad == 0 { 0 } else { 1 })
 }
 
@@ -66,30 +130,76 @@ pub async fn verify(
     runtime: &str,
     version: &str,
     arch: Arch,
-    twice: bool,
+    how: &How<'_>,
     store: &AnyStore,
 ) -> Result<u8, Error> {
-    let comparison = pipeline
-        .reproduce(runtime, version, arch, twice, store)
+    let v = pipeline
+        .reproduce(runtime, version, arch, how.opts, store)
         .await?;
-    let what = if twice {
-        "the first build"
-    } else {
-        "the published artifact"
-    };
+    let code = if v.comparison.identical() { 0 } else { 1 };
+    if how.json {
+        out(&serde_json::to_string_pretty(&v).expect("a verification serialises"))?;
+        return Ok(code);
+    }
+    let comparison = &v.comparison;
+    let what = v.reference.describe();
     if comparison.identical() {
         out(&format!(
             "{runtime} {version} is reproducible: the rebuild is identical to {what} (sha256:{})",
             comparison.right_sha256
         ))?;
+        out(&varied_line(&v))?;
         return Ok(0);
     }
     out(&format!(
         "{runtime} {version} is not reproducible: {what} is sha256:{}, the rebuild sha256:{}",
         comparison.left_sha256, comparison.right_sha256
     ))?;
-    print_differences(&comparison, what)?;
-    Ok(1)
+    out(&varied_line(&v))?;
+    print_differences(comparison, what)?;
+    cause_hints(how, v.kept.as_ref());
+    Ok(code)
+}
+
+/// `  varied: hostname packager-build → varied-host, …`, or that nothing was.
+fn varied_line(v: &Verification) -> String {
+    if v.variations.is_empty() {
+        return "  varied: nothing (--vary none)".to_string();
+    }
+    let list: Vec<String> = v
+        .variations
+        .iter()
+        .map(|a| format!("{} {} → {}", a.variation, a.normal, a.varied))
+        .collect();
+    format!("  varied: {}", list.join(", "))
+}
+
+/// How to find the cause of each difference: `--vary` one at a time, and diffoscope on the two
+/// artifacts when it is installed.
+fn cause_hints(how: &How<'_>, kept: Option<&(PathBuf, PathBuf)>) {
+    if !how.opts.variations.is_empty() {
+        how.ui.note(
+            "to tell which variation causes a difference, verify again with one at a time (`--vary hostname`, …) or none (`--vary none`)",
+        );
+    }
+    if !on_path("diffoscope") {
+        return;
+    }
+    match kept {
+        Some((a, b)) => how.ui.note(&format!(
+            "diffoscope explains each difference: `diffoscope {} {}`",
+            a.display(),
+            b.display()
+        )),
+        None => how.ui.note(
+            "diffoscope is installed: verify again with `--keep-artifacts DIR` and run `diffoscope DIR/reference/NAME DIR/rebuild/NAME`",
+        ),
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
 fn print_differences(comparison: &Comparison, what: &str) -> Result<(), Error> {
