@@ -453,7 +453,7 @@ pub struct S3Args {
     #[arg(long, env = "PACKAGER_PUBLIC_URL", value_name = "BASE")]
     pub public_url: Option<String>,
     /// Size of a multipart part in MiB (min 5); larger artifacts are uploaded in parts
-    #[arg(long, env = "PACKAGER_S3_PART_SIZE", default_value_t = 64, value_name = "MIB",
+    #[arg(long, env = "PACKAGER_S3_PART_SIZE", default_value_t = 16, value_name = "MIB",
           value_parser = clap::value_parser!(u64).range(5..=5120))]
     pub s3_part_size: u64,
     /// Parts uploaded at the same time
