@@ -75,6 +75,9 @@ pub struct RunOptions {
     pub force: bool,
     /// Stop starting jobs, and cancel running ones, at the first failure.
     pub fail_fast: bool,
+    /// Reach compilers through the compiler cache (unless a recipe turns it off); see
+    /// [`crate::build::ccache`].
+    pub compiler_cache: bool,
 }
 
 /// Called with the build container, the engine and the error when a build fails inside its
@@ -292,6 +295,7 @@ impl Pipeline {
             keep,
             source_date_epoch: self.settings.source_date_epoch,
             requires,
+            compiler_cache: true,
         }
     }
 
@@ -356,7 +360,8 @@ impl Pipeline {
                     });
                 }
                 let builder = self.builder_with(&docker, make_jobs, parallel, capacity);
-                let build_opts = self.options(opts.keep, requires);
+                let mut build_opts = self.options(opts.keep, requires);
+                build_opts.compiler_cache = opts.compiler_cache;
                 let hook = async |container: &ContainerGuard, error: &BuildError| {
                     if let Some(hook) = on_failure {
                         hook(container, error, &docker, &recipe).await;
@@ -533,7 +538,12 @@ impl Pipeline {
         let docker = self.connect_for(recipe.arch).await?;
         let jobs = LoadOptions::default().jobs.max(1);
         let builder = self.builder(&docker, jobs, 1).await?;
-        let opts = self.options(false, Vec::new());
+        // Never through the compiler cache: an artifact must be the same with and without it,
+        // and a rebuild from a clean slate is what proves that.
+        let opts = BuildOptions {
+            compiler_cache: false,
+            ..self.options(false, Vec::new())
+        };
         let reference_dir = self.work_dir("verify-")?;
         // The reference: a first build, or the published artifact. `_first` holds the first
         // build's folder until the comparison is done.
