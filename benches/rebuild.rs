@@ -27,7 +27,12 @@ use common::{Route, Server, Workspace, sha256_hex};
 
 /// A C project of `files` sources, each with `functions` functions that keep `-O2` busy; only
 /// `main.c` includes `config.h` (the version), so two versions share every other object.
-fn project(name: &str, version: &str, files: usize, functions: usize) -> Vec<(String, u32, Vec<u8>)> {
+fn project(
+    name: &str,
+    version: &str,
+    files: usize,
+    functions: usize,
+) -> Vec<(String, u32, Vec<u8>)> {
     let configure = format!(
         "#!/bin/sh\nset -e\nprefix=/usr/local\nfor arg in \"$@\"; do case \"$arg\" in --prefix=*) prefix=\"${{arg#--prefix=}}\" ;; esac; done\necho \"PREFIX = $prefix\" > config.mk\nprintf '#define VERSION \"%s\"\\n' \"{version}\" > config.h\n"
     );
@@ -141,7 +146,14 @@ fn fixture(full: bool) -> (Pair, Pair) {
         let mut sums = Vec::new();
         for v in ["1.0.0", "1.0.1"] {
             let mut cmd = ws.cmd();
-            cmd.args(["-q", "build", "rebuild", v, "--store", store.to_str().unwrap()]);
+            cmd.args([
+                "-q",
+                "build",
+                "rebuild",
+                v,
+                "--store",
+                store.to_str().unwrap(),
+            ]);
             if !cached {
                 cmd.arg("--no-compiler-cache");
             }

@@ -15,9 +15,7 @@ use common::{Server, Workspace, stderr, stdout};
 fn runtime(ws: &Workspace, server: &Server, name: &str, versions: &[&str], build: &str) {
     ws.write(
         &format!("{name}/runtime.toml"),
-        &format!(
-            "stack = \"mini\"\n[build]\n{build}\n[test]\ncommands = [\"{name} --version\"]\n"
-        ),
+        &format!("stack = \"mini\"\n[build]\n{build}\n[test]\ncommands = [\"{name} --version\"]\n"),
     );
     for v in versions {
         fixture_version(ws, server, name, v, "");
@@ -93,7 +91,10 @@ fn an_artifact_from_cache_hits_is_bit_identical_to_one_compiled_without_the_cach
     let log = build(&ws, &["cc-same", "1.0.0", "--force", "--no-compiler-cache"]);
     assert!(cache_lines(&log).is_empty(), "{log}");
     let compiled = published_sha256(&ws, "cc-same", "1.0.0");
-    assert_eq!(from_hits, compiled, "the compiler cache changed the artifact");
+    assert_eq!(
+        from_hits, compiled,
+        "the compiler cache changed the artifact"
+    );
     assert!(containers_of(&docker, "cc-same").is_empty());
 }
 
@@ -152,13 +153,7 @@ fn verify_rebuilds_without_the_compiler_cache() {
 fn a_recipe_can_turn_the_compiler_cache_off() {
     let server = Server::start();
     let ws = workspace();
-    runtime(
-        &ws,
-        &server,
-        "cc-off",
-        &["1.0.0"],
-        "compiler_cache = false",
-    );
+    runtime(&ws, &server, "cc-off", &["1.0.0"], "compiler_cache = false");
     let log = build(&ws, &["cc-off", "1.0.0"]);
     assert!(cache_lines(&log).is_empty(), "{log}");
     assert!(!ccache_dir(&ws, "cc-off").exists());
@@ -212,7 +207,10 @@ fn a_stack_without_ccache_builds_without_the_cache_and_says_so_once() {
         .find(|w| w.starts_with("packager-stack-mini:build-"))
         .unwrap_or_else(|| panic!("no mini image: {}", stdout(&o)))
         .to_string();
-    ws.write("stacks/noccache/stack.toml", "dockerfile = \"Dockerfile\"\n");
+    ws.write(
+        "stacks/noccache/stack.toml",
+        "dockerfile = \"Dockerfile\"\n",
+    );
     ws.write(
         "stacks/noccache/Dockerfile",
         &format!("FROM {base}\nRUN rm /usr/bin/ccache && rm -r /usr/lib/ccache\n"),

@@ -80,7 +80,15 @@ pub fn with_masquerade(path: &str) -> String {
         return path.to_string();
     }
     let system = |p: &&str| {
-        ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].contains(p)
+        [
+            "/usr/local/sbin",
+            "/usr/local/bin",
+            "/usr/sbin",
+            "/usr/bin",
+            "/sbin",
+            "/bin",
+        ]
+        .contains(p)
     };
     let at = parts.iter().position(system).unwrap_or(parts.len());
     parts.insert(at, COMPILERS);
@@ -326,14 +334,27 @@ mod tests {
                 read_only: false
             }]
         );
-        let get = |k: &str| spec.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let get = |k: &str| {
+            spec.env
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
         assert_eq!(
             get("PATH").unwrap(),
             "/app/x/bin:/run/packager-ccache:/usr/bin:/bin"
         );
         assert_eq!(get("CCACHE_DIR").unwrap(), MOUNT);
-        assert_eq!(get("CCACHE_BASEDIR"), None, "no base_dir: it changes __FILE__");
-        assert_eq!(get("CC"), None, "CC is recorded by build systems: left alone");
+        assert_eq!(
+            get("CCACHE_BASEDIR"),
+            None,
+            "no base_dir: it changes __FILE__"
+        );
+        assert_eq!(
+            get("CC"),
+            None,
+            "CC is recorded by build systems: left alone"
+        );
 
         let mut own = ContainerSpec::new("img");
         own.env = vec![("PATH".into(), "/mine".into())];

@@ -526,7 +526,10 @@ impl Builder {
         container.start().await?;
         match ccache::probe(&container, recipe.stack.as_str(), folder.dir()).await? {
             ccache::Probe::Ready(stats) => {
-                log.line(&format!("# compiler cache: {} (ccache)", folder.dir().display()));
+                log.line(&format!(
+                    "# compiler cache: {} (ccache)",
+                    folder.dir().display()
+                ));
                 Ok((container, Some((folder, stats))))
             }
             ccache::Probe::Unusable(why) => {

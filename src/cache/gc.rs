@@ -676,7 +676,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(old.clone(), CCACHE, Reason::Old)]
         );
-        assert_eq!(report.locked, [busy.clone()]);
+        assert_eq!(report.locked, std::slice::from_ref(&busy));
         assert!(!old.exists() && busy.join("a/objR").exists());
         assert!(
             crate::build::ccache::lock_path(&old).exists(),
