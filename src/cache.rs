@@ -4,7 +4,11 @@
 //! - `CACHEDIR.TAG` — so backup tools skip the cache;
 //! - `sources/<algo>-<hex>/<file name>` — content-addressed downloads, immutable once written;
 //!   each entry folder also holds `.lock` (an OS file lock taken while the entry is checked or
-//!   written) and, only while a download runs, `.tmp-*` files.
+//!   written) and, only while a download runs, `.tmp-*` files;
+//! - `ccache/<stack>/<arch>/<runtime>/` — the compiler cache of one runtime's builds (ccache's
+//!   own layout inside), mounted read-write into its build containers, with `<runtime>.lock`
+//!   beside it (shared while a build uses it); see [`crate::build::ccache`];
+//! - `logs/`, `work/` — build logs, and temp build folders removed after each build.
 //!
 //! Nothing here touches the network; [`crate::fetch`] fills entries.
 
@@ -23,6 +27,8 @@ pub const WORK: &str = "work";
 
 /// The folder of source entries.
 pub const SOURCES: &str = "sources";
+/// The folder of compiler caches, one per stack, arch and runtime.
+pub const CCACHE: &str = "ccache";
 /// The per-entry lock file.
 pub const LOCK_FILE: &str = ".lock";
 /// The prefix of temp files that downloads write before renaming into place.
@@ -66,6 +72,12 @@ impl Cache {
     /// The folder build logs are written to.
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join(LOGS)
+    }
+
+    /// The compiler cache folder of `runtime`'s builds on `stack` for `arch`:
+    /// `ccache/<stack>/<arch>/<runtime>`.
+    pub fn compiler_cache_dir(&self, stack: &str, arch: &str, runtime: &str) -> PathBuf {
+        self.root.join(CCACHE).join(stack).join(arch).join(runtime)
     }
 
     /// A new temporary folder in the work area (`prefix…`, removed when dropped; a stale one

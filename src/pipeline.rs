@@ -75,6 +75,9 @@ pub struct RunOptions {
     pub force: bool,
     /// Stop starting jobs, and cancel running ones, at the first failure.
     pub fail_fast: bool,
+    /// Reach compilers through the compiler cache (unless a recipe turns it off); see
+    /// [`crate::build::ccache`].
+    pub compiler_cache: bool,
 }
 
 /// How `packager verify` rebuilds.
@@ -327,6 +330,7 @@ impl Pipeline {
             source_date_epoch: self.settings.source_date_epoch,
             requires,
             surroundings: crate::build::Surroundings::default(),
+            compiler_cache: true,
         }
     }
 
@@ -393,7 +397,8 @@ impl Pipeline {
                     });
                 }
                 let builder = self.builder_with(&docker, make_jobs, parallel, capacity);
-                let build_opts = self.options(opts.keep, requires);
+                let mut build_opts = self.options(opts.keep, requires);
+                build_opts.compiler_cache = opts.compiler_cache;
                 let hook = async |container: &ContainerGuard, error: &BuildError| {
                     if let Some(hook) = on_failure {
                         hook(container, error, &docker, &recipe).await;
@@ -625,7 +630,12 @@ impl Pipeline {
             .await?;
         let docker = self.connect_for(recipe.arch).await?;
         let capacity = docker.capacity().await?;
-        let normal_opts = self.options(false, requires);
+        // Never through the compiler cache: an artifact must be the same with and without it,
+        // and a rebuild from a clean slate is what proves that.
+        let normal_opts = BuildOptions {
+            compiler_cache: false,
+            ..self.options(false, requires)
+        };
         let varied_opts = BuildOptions {
             surroundings: opts.variations.surroundings(),
             ..normal_opts.clone()

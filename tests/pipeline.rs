@@ -66,6 +66,7 @@ fn a_plan_runs_end_to_end_through_the_library() {
         keep: false,
         force: false,
         fail_fast: false,
+        compiler_cache: true,
     };
     let plan = rt()
         .block_on(pipeline.plan(&selection, &[], &store, false, 2))

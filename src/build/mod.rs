@@ -44,6 +44,7 @@ pub const OWNER_LABEL: &str = "packager.owner";
 pub const CONTAINER_ROLE_LABEL: &str = "packager.role";
 
 pub mod archive;
+pub mod ccache;
 mod container;
 mod error;
 pub mod linkage;
@@ -114,6 +115,9 @@ pub struct BuildOptions {
     /// The build container's host name, umask and time zone: the default ones but for
     /// `packager verify`'s varied build.
     pub surroundings: Surroundings,
+    /// Whether compilers may go through the compiler cache (when the recipe does not turn it
+    /// off and the stack's build image has ccache). `packager verify` rebuilds without it.
+    pub compiler_cache: bool,
 }
 
 /// A runtime another is built against: its artifact on the host and the prefix it unpacks at.
@@ -140,6 +144,7 @@ impl Default for BuildOptions {
             source_date_epoch: package::DEFAULT_MTIME,
             requires: Vec::new(),
             surroundings: Surroundings::default(),
+            compiler_cache: true,
         }
     }
 }
@@ -157,6 +162,8 @@ pub struct Built {
     pub fetched: Vec<Fetched>,
     /// Holds the artifact's folder; dropping it removes the artifact.
     pub work: tempfile::TempDir,
+    /// What the compiler cache did in this build; `None` when it was not used.
+    pub compiler_cache: Option<ccache::Stats>,
 }
 
 impl Built {
@@ -239,6 +246,9 @@ pub struct Prepared {
     pub reached: Option<Phase>,
     /// What failed in the container (unpacking or a phase), leaving it as the failure left it.
     pub failure: Option<BuildError>,
+    /// The compiler cache the container uses, if any: its folder (held) and ccache's counters
+    /// when the container started.
+    pub compiler_cache: Option<(ccache::Folder, ccache::Stats)>,
 }
 
 impl Builder {
@@ -441,8 +451,9 @@ impl Builder {
             self.limits.for_recipe(recipe),
             !recipe.build.root.is_empty(),
         ));
-        let container = self.docker.create_container(&spec).await?;
-        container.start().await?;
+        let (container, compiler_cache) = self
+            .start_build_container(recipe, opts, spec, &job, &mut log)
+            .await?;
         let mut reached = None;
         let failure = self
             .setup_in(
@@ -468,7 +479,81 @@ impl Builder {
             fetched,
             reached,
             failure,
+            compiler_cache,
         })
+    }
+
+    /// Creates and starts the build container from `spec`, with the compiler cache when
+    /// `opts` and the recipe allow it (see [`ccache`]): its folder held, the probe run. When the
+    /// probe finds the cache unusable (no ccache in the image, a folder the build user cannot
+    /// write), the container is made again without it, with one warning.
+    async fn start_build_container(
+        &self,
+        recipe: &Recipe,
+        opts: &BuildOptions,
+        spec: ContainerSpec,
+        job: &str,
+        log: &mut BuildLog,
+    ) -> Result<(ContainerGuard, Option<(ccache::Folder, ccache::Stats)>), BuildError> {
+        if !(opts.compiler_cache && recipe.build.compiler_cache) {
+            let why = match opts.compiler_cache {
+                false => "off for this build",
+                true => "off (`[build] compiler_cache = false`)",
+            };
+            log.line(&format!("# compiler cache: {why}"));
+            let container = self.docker.create_container(&spec).await?;
+            container.start().await?;
+            return Ok((container, None));
+        }
+        let cache = self.fetcher.cache();
+        let dir = std::path::absolute(cache.compiler_cache_dir(
+            recipe.stack.as_str(),
+            &recipe.arch.to_string(),
+            recipe.runtime.as_str(),
+        ))
+        .map_err(|source| BuildError::Io {
+            path: cache.root().to_path_buf(),
+            source,
+        })?;
+        let opened = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || ccache::Folder::open(&dir))
+                .await
+                .expect("lock task does not panic")
+        };
+        let folder = opened.map_err(|source| BuildError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut cached = spec.clone();
+        ccache::apply(
+            &mut cached,
+            folder.dir(),
+            recipe.build.env.contains_key("PATH"),
+        );
+        let container = self.docker.create_container(&cached).await?;
+        container.start().await?;
+        match ccache::probe(&container, recipe.stack.as_str(), folder.dir()).await? {
+            ccache::Probe::Ready(stats) => {
+                log.line(&format!(
+                    "# compiler cache: {} (ccache)",
+                    folder.dir().display()
+                ));
+                Ok((container, Some((folder, stats))))
+            }
+            ccache::Probe::Unusable(why) => {
+                log.line(&format!("# compiler cache: not used: {why}"));
+                let key = format!("{} {}", recipe.stack, folder.dir().display());
+                if ccache::first_warning(&key) {
+                    self.reporter.warn(&format!("{job}: {why}"));
+                }
+                container.remove().await?;
+                drop(folder);
+                let container = self.docker.create_container(&spec).await?;
+                container.start().await?;
+                Ok((container, None))
+            }
+        }
     }
 
     /// Fetches, builds and packages; returns the still-running build container too.
@@ -489,6 +574,7 @@ impl Builder {
             image,
             fetched,
             failure,
+            compiler_cache,
             ..
         } = self
             .prepare_in(recipe, opts, image, Some(Phase::Install))
@@ -496,6 +582,9 @@ impl Builder {
         let result = match failure {
             Some(e) => Err(e),
             None => {
+                let cache_stats = self
+                    .compiler_cache_stats(&container, compiler_cache, &job, &mut log)
+                    .await;
                 let packaged = self
                     .package_in(&container, recipe, opts, &job, &mut log)
                     .await;
@@ -503,17 +592,18 @@ impl Builder {
                     log.line(&format!("# failed: {e}"));
                     let _ = log.flush();
                 }
-                packaged
+                packaged.map(|(artifact, work)| (artifact, work, cache_stats))
             }
         };
         match result {
-            Ok((artifact, work)) => Ok((
+            Ok((artifact, work, compiler_cache)) => Ok((
                 Built {
                     artifact,
                     log: log.path().to_path_buf(),
                     build_image: image,
                     fetched,
                     work,
+                    compiler_cache,
                 },
                 container,
             )),
@@ -534,6 +624,24 @@ impl Builder {
                 Err(e)
             }
         }
+    }
+
+    /// What the compiler cache did since the container started (logged and reported); the
+    /// folder's lock is released. `None` without a cache, or when ccache does not answer.
+    async fn compiler_cache_stats(
+        &self,
+        container: &ContainerGuard,
+        compiler_cache: Option<(ccache::Folder, ccache::Stats)>,
+        job: &str,
+        log: &mut BuildLog,
+    ) -> Option<ccache::Stats> {
+        let (_folder, before) = compiler_cache?;
+        let now = ccache::stats(container).await.ok().flatten()?;
+        let delta = now.since(before);
+        let line = format!("# compiler cache: {delta}");
+        log.line(&line);
+        self.reporter.output(job, &line);
+        Some(delta)
     }
 
     /// Unpacks the sources and runs the phases up to `until`, recording each completed phase

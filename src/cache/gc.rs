@@ -1,6 +1,10 @@
 //! Looking after the cache: what it holds ([`status`]), removing what is old or over a size
 //! budget ([`prune`]), and re-hashing source entries ([`verify`]).
 //!
+//! Compiler cache folders (`ccache/<stack>/<arch>/<runtime>`) are entries too, whole: one is
+//! removed only with its lock taken exclusively, so never while a build uses it (builds hold it
+//! shared); its last use is the latest modification time in it (ccache touches what it hits).
+//!
 //! Source entries are only touched with their entry lock held (taken with `try_lock`, never
 //! waited for): an entry another process is checking or writing is left alone, and so are its
 //! temp files. Recency is the later of the payload's access and modification times (a cache hit
@@ -15,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::{Cache, EntryLock, LOGS, SOURCES, TMP_PREFIX, WORK};
+use super::{CCACHE, Cache, EntryLock, LOGS, SOURCES, TMP_PREFIX, WORK};
 use crate::checksum::{Algo, Checksum, hash_file};
 
 /// How long a temp build folder in `work/` must be untouched before prune takes it for the
@@ -85,8 +89,9 @@ struct Entry {
     used: SystemTime,
 }
 
-/// The file areas of the cache: `sources`, `logs` and `work`. Locked source entries are
-/// counted too (their payload is read without the lock; it is immutable once written).
+/// The file areas of the cache: `sources`, `ccache`, `logs` and `work`. Locked source entries are
+/// counted too (their payload is read without the lock; it is immutable once written), and so
+/// are compiler cache folders in use.
 pub fn status(cache: &Cache) -> io::Result<Vec<AreaStatus>> {
     let mut areas = Vec::new();
     let mut sources = AreaStatus::new(SOURCES, Some(cache.root().join(SOURCES)));
@@ -96,6 +101,11 @@ pub fn status(cache: &Cache) -> io::Result<Vec<AreaStatus>> {
         }
     }
     areas.push(sources);
+    let mut ccache = AreaStatus::new(CCACHE, Some(cache.root().join(CCACHE)));
+    for e in compiler_caches(cache)? {
+        ccache.add(e.bytes, Some(e.used));
+    }
+    areas.push(ccache);
     for (name, entries) in [
         (LOGS, file_entries(cache, LOGS)?),
         (WORK, file_entries(cache, WORK)?),
@@ -147,10 +157,10 @@ pub fn local_store_status(root: &Path) -> io::Result<AreaStatus> {
 /// Limits for [`prune`].
 #[derive(Debug, Clone, Default)]
 pub struct PruneOptions {
-    /// Remove source entries and logs not used for this long.
+    /// Remove source entries, compiler cache folders and logs not used for this long.
     pub older_than: Option<Duration>,
-    /// Then remove the least recently used source entries and logs until they fit in this many
-    /// bytes.
+    /// Then remove the least recently used source entries, compiler cache folders and logs
+    /// until they fit in this many bytes.
     pub max_size: Option<u64>,
     /// Report what would be removed, remove nothing.
     pub dry_run: bool,
@@ -205,7 +215,8 @@ pub struct Removed {
 pub struct PruneReport {
     /// What was removed (or would be, in a dry run).
     pub removed: Vec<Removed>,
-    /// Source entries left alone because another process holds their lock.
+    /// Source entries and compiler cache folders left alone because another process holds
+    /// their lock.
     pub locked: Vec<PathBuf>,
 }
 
@@ -216,9 +227,10 @@ impl PruneReport {
     }
 }
 
-/// Removes stale temp files, stale build folders, and source entries and logs that are older
-/// than `older_than` or, least recently used first, over `max_size`. Entries whose lock another
-/// process holds are neither removed nor counted out of the budget.
+/// Removes stale temp files, stale build folders, and source entries, compiler cache folders
+/// and logs that are older than `older_than` or, least recently used first, over `max_size`.
+/// Entries whose lock another process holds (a download, a build using a compiler cache) are
+/// neither removed nor counted out of the budget.
 pub fn prune(cache: &Cache, options: &PruneOptions) -> io::Result<PruneReport> {
     let now = options.now.unwrap_or_else(SystemTime::now);
     let mut report = PruneReport::default();
@@ -260,6 +272,20 @@ pub fn prune(cache: &Cache, options: &PruneOptions) -> io::Result<PruneReport> {
             }),
         }
         locks.push(lock);
+    }
+    // Compiler caches: whole folders, each with its lock taken exclusively or left alone.
+    let mut ccache_locks: Vec<std::fs::File> = Vec::new();
+    for e in compiler_caches(cache)? {
+        match try_lock_exclusive(&crate::build::ccache::lock_path(&e.path))? {
+            Some(lock) => {
+                ccache_locks.push(lock);
+                candidates.push(e);
+            }
+            None => {
+                pinned_bytes += e.bytes;
+                report.locked.push(e.path);
+            }
+        }
     }
     candidates.extend(file_entries(cache, LOGS)?);
 
@@ -311,7 +337,50 @@ pub fn prune(cache: &Cache, options: &PruneOptions) -> io::Result<PruneReport> {
         });
     }
     drop(locks);
+    drop(ccache_locks);
     Ok(report)
+}
+
+/// The compiler cache folders, `ccache/<stack>/<arch>/<runtime>`, each with its size and last
+/// use (the latest modification in it, or of its lock file: a build's start).
+fn compiler_caches(cache: &Cache) -> io::Result<Vec<Entry>> {
+    let mut found = Vec::new();
+    for stack in entry_dirs(&cache.root().join(CCACHE))? {
+        for arch in entry_dirs(&stack)? {
+            for dir in entry_dirs(&arch)? {
+                let (bytes, mut used) = tree_size(&dir)?;
+                if let Ok(meta) = fs_err::metadata(crate::build::ccache::lock_path(&dir)) {
+                    used = used.max(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+                }
+                found.push(Entry {
+                    area: CCACHE,
+                    path: dir,
+                    bytes,
+                    used,
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Takes the lock at `path` exclusively without waiting: `None` when a build holds it. The file
+/// is made when missing (and never removed, so a waiting build's lock stays on a live file).
+fn try_lock_exclusive(path: &Path) -> io::Result<Option<std::fs::File>> {
+    let file = fs_err::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?
+        .into_file();
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(io::Error::new(
+            e.kind(),
+            format!("locking {}: {e}", path.display()),
+        )),
+    }
 }
 
 /// One corrupted source entry.
@@ -562,6 +631,71 @@ mod tests {
         let status = status(&cache).unwrap();
         assert_eq!(status[0].entries, 1);
         assert_eq!(status[0].bytes, 100);
+    }
+
+    #[test]
+    fn compiler_caches_are_counted_and_pruned_whole_unless_a_build_holds_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::new(tmp.path());
+        cache.init().unwrap();
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        let old = cache.compiler_cache_dir("mini", "amd64", "old");
+        let busy = cache.compiler_cache_dir("mini", "amd64", "busy");
+        for (dir, t) in [(&old, now - day * 40), (&busy, now - day * 50)] {
+            std::fs::create_dir_all(dir.join("a")).unwrap();
+            let f = dir.join("a/objR");
+            std::fs::write(&f, vec![1u8; 300]).unwrap();
+            set_time(&f, t);
+            std::fs::write(crate::build::ccache::lock_path(dir), b"").unwrap();
+            set_time(&crate::build::ccache::lock_path(dir), t);
+            for d in [dir.join("a"), dir.to_path_buf()] {
+                let times = std::fs::FileTimes::new().set_accessed(t).set_modified(t);
+                std::fs::File::open(&d).unwrap().set_times(times).unwrap();
+            }
+        }
+        let areas = status(&cache).unwrap();
+        let ccache = areas.iter().find(|a| a.area == CCACHE).unwrap();
+        assert_eq!((ccache.entries, ccache.bytes), (2, 600));
+
+        // A build holds `busy` (shared), as `ccache::Folder::open` does.
+        let held = crate::build::ccache::Folder::open(&busy).unwrap();
+        let report = prune(
+            &cache,
+            &PruneOptions {
+                older_than: Some(day * 30),
+                ..PruneOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            report
+                .removed
+                .iter()
+                .map(|r| (r.path.clone(), r.area.as_str(), r.reason))
+                .collect::<Vec<_>>(),
+            [(old.clone(), CCACHE, Reason::Old)]
+        );
+        assert_eq!(report.locked, std::slice::from_ref(&busy));
+        assert!(!old.exists() && busy.join("a/objR").exists());
+        assert!(
+            crate::build::ccache::lock_path(&old).exists(),
+            "the lock file stays"
+        );
+        drop(held);
+
+        // Released, it goes by size too.
+        let report = prune(
+            &cache,
+            &PruneOptions {
+                max_size: Some(100),
+                ..PruneOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(report.removed.len(), 1, "{:?}", report.removed);
+        assert_eq!(report.removed[0].reason, Reason::OverSize);
+        assert!(!busy.exists());
     }
 
     #[test]

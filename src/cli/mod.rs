@@ -393,6 +393,10 @@ pub struct BuildArgs {
     /// the build still fails when the shell exits
     #[arg(long)]
     pub shell_on_failure: bool,
+    /// Compile without the compiler cache (ccache in cache/ccache/), as `packager verify` does;
+    /// the artifact is the same either way
+    #[arg(long)]
+    pub no_compiler_cache: bool,
 }
 
 /// The store artifacts are published to (and looked up in).

@@ -84,6 +84,7 @@ struct BuildLayer {
     pids: Option<Spanned<i64>>,
     root: Option<Spanned<RootLayer>>,
     max_unpacked_size: Option<Spanned<String>>,
+    compiler_cache: Option<bool>,
 }
 
 /// `root = true` (every phase) or `root = ["install"]` (those phases).
@@ -522,6 +523,7 @@ pub fn load(
         limits,
         root: root_phases(base_f, bb.root, over_f, ob.root)?,
         max_unpacked_size,
+        compiler_cache: ob.compiler_cache.or(bb.compiler_cache).unwrap_or(true),
     };
 
     // [test]

@@ -109,6 +109,9 @@ pub struct Build {
     /// The most bytes each source or resource archive may unpack to; `None`: 2 GiB or 50 times
     /// its size, whichever is more.
     pub max_unpacked_size: Option<u64>,
+    /// Whether compilers are reached through the compiler cache (ccache, on by default; see
+    /// [`crate::build::ccache`]). Not part of the build key: it cannot change the artifact.
+    pub compiler_cache: bool,
 }
 
 /// The phases a recipe may ask to run as root.

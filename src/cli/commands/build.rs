@@ -120,6 +120,7 @@ pub async fn build(
         keep: args.keep,
         force: args.force,
         fail_fast: args.fail_fast,
+        compiler_cache: !args.no_compiler_cache,
     };
     let shell_ui = ui.clone();
     let hook = failure_hook(move |container, error, docker, recipe| {
