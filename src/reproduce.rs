@@ -129,12 +129,13 @@ impl Variations {
         }
     }
 
-    /// The rebuild's `{jobs}` when a normal build has `normal`: 1 for more than one, else 2.
+    /// The rebuild's `{jobs}` when a normal build has `normal`: twice as many. Any other count
+    /// shows a build that depends on it; more, not fewer, keeps a long rebuild from taking
+    /// twice as long (the container's CPUs stay capped at the machine's).
     pub fn jobs(&self, normal: usize) -> usize {
-        match (self.contains(Variation::Jobs), normal) {
-            (false, n) => n,
-            (true, n) if n > 1 => 1,
-            (true, _) => 2,
+        match self.contains(Variation::Jobs) {
+            false => normal,
+            true => normal.max(1) * 2,
         }
     }
 
@@ -427,7 +428,7 @@ mod tests {
             [
                 "hostname: packager-build → varied-host",
                 "umask: 0022 → 0002",
-                "jobs: 2 → 1",
+                "jobs: 2 → 4",
                 "time: TZ=UTC → TZ=<+14>-14"
             ]
         );
