@@ -734,3 +734,111 @@ fn two_processes_publishing_different_bytes_under_one_name_one_wins() {
     );
     assert!(containers_of(&docker, "fixture-race").is_empty());
 }
+
+/// A runtime whose recipe says `format = "tar.zst"`: built, tested from its `.tar.zst`, published
+/// under that name with an inventory URL to match; a runtime that requires it builds against it
+/// (the dependency extracted from the `.tar.zst`), and `test`, `shell`, `verify` and
+/// `inventory --rebuild` read it.
+#[test]
+fn a_tar_zst_runtime_builds_is_tested_published_and_required() {
+    use common::engine::fixture_version;
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    ws.write(
+        "zs-base/runtime.toml",
+        "stack = \"mini\"\nformat = \"tar.zst\"\n[test]\ncommands = [\"zs-base --version | grep -x 'zs-base 1.0.0'\", \"echo tested-$((6 * 7))\"]\n",
+    );
+    fixture_version(&ws, &server, "zs-base", "1.0.0", "");
+    ws.write(
+        "zs-app/runtime.toml",
+        "stack = \"mini\"\n[test]\ncommands = [\"zs-app --version\", \"zs-base --version | grep -x 'zs-base 1.0.0'\"]\n",
+    );
+    fixture_version(
+        &ws,
+        &server,
+        "zs-app",
+        "1.0.0",
+        "[build]\nrequires = [\"zs-base 1.0.0\"]\nconfigure = [\"test -x /app/zs-base/bin/zs-base\", \"./configure --prefix={prefix}\"]\n",
+    );
+    let store = ws.dir.path().join("store");
+    let store_arg = store.to_str().unwrap();
+    let o = ws.run(&["build", "--all", "--store", store_arg]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let base = store.join("mini/zs-base-1.0.0.tar.zst");
+    let bytes = std::fs::read(&base).unwrap();
+    assert_eq!(&bytes[..4], &[0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
+    assert!(!store.join("mini/zs-base-1.0.0.tar.gz").exists());
+    assert_eq!(
+        std::fs::read_to_string(store.join("mini/zs-base-1.0.0.tar.zst.sha256")).unwrap(),
+        format!("{}  zs-base-1.0.0.tar.zst\n", sha256_hex(&bytes))
+    );
+    let paths = |artifact: &Path| -> Vec<String> {
+        list_artifact(artifact)
+            .unwrap()
+            .iter()
+            .map(|e| e.path.to_string_lossy().trim_end_matches('/').to_string())
+            .collect()
+    };
+    assert!(paths(&base).contains(&"bin/zs-base".to_string()));
+    // The dependent is a .tar.gz, without the files of the .tar.zst it was built against.
+    let app = paths(&store.join("mini/zs-app-1.0.0.tar.gz"));
+    assert!(app.contains(&"bin/zs-app".to_string()), "{app:?}");
+    assert!(!app.iter().any(|p| p.contains("zs-base")), "{app:?}");
+    // The test step ran on the .tar.zst.
+    let logs: Vec<String> = std::fs::read_dir(ws.cache().join("logs"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    assert!(
+        logs.iter().any(|l| l.contains("\ntested-42")),
+        "the test commands ran: {logs:?}"
+    );
+
+    let inventory = |stdout_of_build: &str| {
+        let inv: toml::Table = std::fs::read_to_string(store.join("mini/inventory/zs-base.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let entry = inv["artifacts"][0].as_table().unwrap().clone();
+        let url = entry["url"].as_str().unwrap().to_string();
+        assert!(
+            url.ends_with("/mini/zs-base-1.0.0.tar.zst"),
+            "{url} ({stdout_of_build})"
+        );
+        entry
+    };
+    let entry = inventory("build");
+    assert_eq!(entry["metadata"]["format"].as_str(), Some("tar.zst"));
+    assert_eq!(entry["metadata"]["zstd-level"].as_str(), Some("19"));
+
+    // Every command that reads artifacts reads it.
+    let o = ws.run(&["test", "zs-base", "1.0.0", "--store", store_arg]);
+    assert!(o.status.success(), "test: {}", stderr(&o));
+    let o = ws.run(&[
+        "shell",
+        "zs-app",
+        "1.0.0",
+        "--store",
+        store_arg,
+        "--",
+        "sh",
+        "-c",
+        "zs-base --version",
+    ]);
+    assert!(o.status.success(), "shell: {}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "zs-base 1.0.0");
+    let o = ws.run(&["verify", "zs-base", "1.0.0", "--store", store_arg]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("zs-base 1.0.0 is reproducible"));
+    std::fs::remove_file(store.join("mini/inventory/zs-base.toml")).unwrap();
+    let o = ws.run(&["inventory", "--rebuild", "--store", store_arg]);
+    assert!(o.status.success(), "inventory --rebuild: {}", stderr(&o));
+    let rebuilt = inventory("rebuild");
+    assert_eq!(rebuilt["checksum"], entry["checksum"]);
+    for runtime in ["zs-base", "zs-app"] {
+        assert!(containers_of(&docker, runtime).is_empty(), "{runtime}");
+    }
+}

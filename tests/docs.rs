@@ -42,7 +42,19 @@ fn recipe_reference_snippets_parse_and_load() {
             loaded += 1;
         }
     }
-    assert_eq!(loaded, 2, "mono 3.2.8 and xsp 3.0.11");
+    assert_eq!(loaded, 3, "mono 3.2.8, xsp 3.0.11 and zs 1.0.0");
+    let zs = cat
+        .load(
+            "zs",
+            &"1.0.0".parse().unwrap(),
+            &LoadOptions {
+                jobs: 1,
+                arch: packager::arch::Arch::Amd64,
+            },
+        )
+        .unwrap();
+    assert_eq!(zs.artifact, "zs-1.0.0.tar.zst");
+    assert_eq!(zs.zstd_level, 19);
     let xsp = cat
         .load("xsp", &"3.0.11".parse().unwrap(), &LoadOptions::default())
         .unwrap();

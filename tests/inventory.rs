@@ -157,6 +157,11 @@ async fn rebuild_regenerates_from_the_artifacts_and_empties_inventories_left_wit
     a.metadata.insert("runtime".into(), "demo".into());
     a.metadata.insert("version".into(), "1.0.0".into());
     store.publish(&a, false).await.unwrap();
+    // A `.tar.zst` artifact is one too.
+    let mut z = common::moto::artifact(dir.path(), "demo-1.1.0.tar.zst", b"zstd bytes");
+    z.metadata.insert("runtime".into(), "demo".into());
+    z.metadata.insert("version".into(), "1.1.0".into());
+    store.publish(&z, false).await.unwrap();
     // A stale entry in demo's inventory, and an inventory whose artifacts were all deleted.
     inventory::add(&store, "mini", "demo", entry("0.9.0", 1))
         .await
@@ -174,13 +179,19 @@ async fn rebuild_regenerates_from_the_artifacts_and_empties_inventories_left_wit
         .iter()
         .map(|r| (r.runtime.clone(), r.entries))
         .collect();
-    assert_eq!(counts, [("demo".to_string(), 1), ("gone".to_string(), 0)]);
+    assert_eq!(counts, [("demo".to_string(), 2), ("gone".to_string(), 0)]);
     let demo = inventory::read(&store, "mini", "demo")
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(demo.artifacts.len(), 1);
+    assert_eq!(demo.artifacts.len(), 2);
     assert_eq!(demo.artifacts[0].version, "1.0.0");
+    assert_eq!(demo.artifacts[1].version, "1.1.0");
+    assert!(
+        demo.artifacts[1].url.ends_with("/mini/demo-1.1.0.tar.zst"),
+        "{}",
+        demo.artifacts[1].url
+    );
     assert_eq!(
         demo.artifacts[0].checksum.to_string(),
         format!("sha256:{}", a.sha256)

@@ -4,8 +4,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use packager::package::{
-    ArtifactEntry, DEFAULT_MTIME, EntryKind, PackageError, PackageOptions, Refusal, list_artifact,
-    mtime_from_source_date_epoch, package_tar_stream,
+    ArtifactEntry, ArtifactFormat, DEFAULT_MTIME, DEFAULT_ZSTD_LEVEL, EntryKind, PackageError,
+    PackageOptions, Refusal, list_artifact, mtime_from_source_date_epoch, open_artifact,
+    package_tar_stream, read_artifact_files,
 };
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
@@ -489,3 +490,177 @@ fn invalid_prefix_is_an_error() {
         );
     }
 }
+
+fn zst_options() -> PackageOptions {
+    PackageOptions {
+        format: ArtifactFormat::TarZst,
+        ..options()
+    }
+}
+
+/// Compressible data that is not one repeated pattern.
+fn text_like(len: u32) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 % 16 + b'a')
+        .collect()
+}
+
+#[test]
+fn zstd_artifact_lists_like_the_gzip_one_and_is_a_checksummed_frame() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = stream(&tree(), 3);
+    let gz = tmp.path().join("ruby.tar.gz");
+    let zst = tmp.path().join("ruby.tar.zst");
+    package_tar_stream(&input[..], &gz, &options()).unwrap();
+    let artifact = package_tar_stream(&input[..], &zst, &zst_options()).unwrap();
+    assert_eq!(artifact.entries, 11);
+    let bytes = std::fs::read(&zst).unwrap();
+    assert_eq!(&bytes[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
+    // Frame header descriptor: bit 2 is the content checksum flag.
+    assert_ne!(bytes[4] & 0x04, 0, "the frame has a content checksum");
+    assert_eq!(list_artifact(&zst).unwrap(), list_artifact(&gz).unwrap());
+    // The same tar inside: only the compression differs.
+    let mut tar_gz = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&gz).unwrap())
+        .read_to_end(&mut tar_gz)
+        .unwrap();
+    let tar_zst = zstd_decode(&bytes);
+    assert!(tar_gz == tar_zst);
+    // Any noise in the stream still gives the same bytes.
+    let again = tmp.path().join("again.tar.zst");
+    package_tar_stream(&stream(&tree(), 9)[..], &again, &zst_options()).unwrap();
+    assert!(std::fs::read(&again).unwrap() == bytes);
+    assert_eq!(PackageOptions::new("/app").zstd_level, DEFAULT_ZSTD_LEVEL);
+}
+
+fn zstd_decode(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(bytes)
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+#[test]
+fn zstd_level_is_configurable_and_threads_do_not_change_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 12 MB: at level 3 (8 MiB jobs) two jobs, so two and four workers really split it.
+    let big = text_like(12_000_000);
+    let input = stream(&[d("app/"), f("app/data", 0o644, &big)], 0);
+    let run = |zstd_level, threads, name: &str| {
+        let dest = tmp.path().join(name);
+        let opts = PackageOptions {
+            zstd_level,
+            threads,
+            ..zst_options()
+        };
+        package_tar_stream(&input[..], &dest, &opts).unwrap();
+        std::fs::read(dest).unwrap()
+    };
+    let one = run(3, 1, "one");
+    assert!(one == run(3, 2, "two"), "1 and 2 threads differ");
+    assert!(one == run(3, 4, "four"), "1 and 4 threads differ");
+    let small = stream(&tree(), 0);
+    let at = |zstd_level, threads| {
+        let dest = tmp.path().join(format!("small-{zstd_level}-{threads}"));
+        let opts = PackageOptions {
+            zstd_level,
+            threads,
+            ..zst_options()
+        };
+        package_tar_stream(&small[..], &dest, &opts).unwrap();
+        std::fs::read(dest).unwrap()
+    };
+    assert_eq!(at(19, 1), at(19, 4));
+    assert_ne!(at(1, 2), at(19, 2));
+    for level in [0, 23] {
+        let bad = PackageOptions {
+            zstd_level: level,
+            ..zst_options()
+        };
+        let err = package_tar_stream(&small[..], &tmp.path().join("bad"), &bad).unwrap_err();
+        assert!(
+            matches!(err, PackageError::InvalidZstdLevel { level: l } if l == level),
+            "{err:?}"
+        );
+        assert!(!tmp.path().join("bad").exists());
+    }
+}
+
+#[test]
+fn readers_tell_formats_apart_by_their_bytes_not_their_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = stream(&tree(), 0);
+    // A zstd artifact under a gzip name, and the other way round.
+    let zst = tmp.path().join("misnamed.tar.gz");
+    let gz = tmp.path().join("misnamed.tar.zst");
+    package_tar_stream(&input[..], &zst, &zst_options()).unwrap();
+    package_tar_stream(&input[..], &gz, &options()).unwrap();
+    assert_eq!(
+        ArtifactFormat::of_file(&zst).unwrap(),
+        Some(ArtifactFormat::TarZst)
+    );
+    assert_eq!(
+        ArtifactFormat::of_file(&gz).unwrap(),
+        Some(ArtifactFormat::TarGz)
+    );
+    assert_eq!(list_artifact(&zst).unwrap(), list_artifact(&gz).unwrap());
+    let wanted = [PathBuf::from("share/README")].into_iter().collect();
+    for path in [&zst, &gz] {
+        let files = read_artifact_files(path, &wanted, 1024).unwrap();
+        assert_eq!(files[Path::new("share/README")], b"docs");
+        assert_eq!(open_artifact(path).unwrap().entries().unwrap().count(), 11);
+    }
+
+    // Neither: an error naming the file, for every reader.
+    let plain = tmp.path().join("plain.tar.zst");
+    std::fs::write(&plain, &input).unwrap();
+    let empty = tmp.path().join("empty.tar.gz");
+    std::fs::write(&empty, b"").unwrap();
+    for path in [&plain, &empty] {
+        let err = list_artifact(path).unwrap_err();
+        assert!(
+            matches!(&err, PackageError::UnknownFormat { path: p } if p == path),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("neither gzip"), "{err}");
+        assert!(matches!(
+            read_artifact_files(path, &wanted, 1024),
+            Err(PackageError::UnknownFormat { .. })
+        ));
+        assert!(matches!(
+            open_artifact(path),
+            Err(PackageError::UnknownFormat { .. })
+        ));
+    }
+}
+
+#[test]
+fn truncated_zstd_artifact_is_an_error_not_a_short_listing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut entries = tree();
+    entries.push(f("app/share/big", 0o644, &text_like(3_000_000)));
+    let dest = tmp.path().join("big.tar.zst");
+    package_tar_stream(&stream(&entries, 0)[..], &dest, &zst_options()).unwrap();
+    let bytes = std::fs::read(&dest).unwrap();
+    let cut = tmp.path().join("cut.tar.zst");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = list_artifact(&cut).unwrap_err();
+    assert!(
+        matches!(&err, PackageError::ReadArtifact { path, .. } if path == &cut),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn gzip_artifact_bytes_are_pinned() {
+    // The `.tar.gz` of a fixed tree at the default level: formats must not change these bytes
+    // (published amd64 artifacts and their build keys depend on them).
+    let tmp = tempfile::tempdir().unwrap();
+    let artifact = package(&tree(), 0, tmp.path(), "pinned.tar.gz").unwrap();
+    let bytes = std::fs::read(artifact).unwrap();
+    assert_eq!(hex::encode(Sha256::digest(&bytes)), PINNED_GZIP_SHA256);
+}
+
+const PINNED_GZIP_SHA256: &str = "7d17ef92842f04b0b112aec45171c10b841a5dc962068dfadc746f64a5908033";

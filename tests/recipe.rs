@@ -460,3 +460,122 @@ fn bad_usage_exits_2() {
     let o = ws.run(&["--color", "sometimes", "list"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn format_tar_zst_names_the_artifact_and_sets_the_level() {
+    let ws = Workspace::new();
+    // runtime.toml chooses the format for every version; a version file may change the level.
+    ws.write("lua/runtime.toml", "format = \"tar.zst\"\n");
+    ws.recipe("lua", "5.4.4", "https://example.invalid/lua.tar.gz", SUM);
+    ws.write(
+        "lua/5.4.6.toml",
+        &format!(
+            "zstd_level = 12\nrevision = 2\n[source]\nurl = \"https://example.invalid/lua.tar.gz\"\nsha256 = \"{SUM}\"\n"
+        ),
+    );
+    let t = show(&ws, "lua", "5.4.4");
+    assert_eq!(t["artifact"].as_str(), Some("lua-5.4.4.tar.zst"));
+    assert_eq!(t["format"].as_str(), Some("tar.zst"));
+    assert_eq!(t["zstd_level"].as_integer(), Some(19), "the default");
+    let t = show(&ws, "lua", "5.4.6");
+    assert_eq!(t["artifact"].as_str(), Some("lua-5.4.6-build2.tar.zst"));
+    assert_eq!(t["zstd_level"].as_integer(), Some(12));
+
+    // The arm64 name keeps the extension last.
+    let cat = packager::recipe::Catalogue::open(&ws.recipes()).unwrap();
+    let arm = cat
+        .load(
+            "lua",
+            &"5.4.4".parse().unwrap(),
+            &packager::recipe::LoadOptions {
+                jobs: 1,
+                arch: packager::arch::Arch::Arm64,
+            },
+        )
+        .unwrap();
+    assert_eq!(arm.artifact, "lua-5.4.4-arm64.tar.zst");
+    assert_eq!(arm.format, packager::package::ArtifactFormat::TarZst);
+
+    // A tar.gz recipe shows neither key: its build key stays what it was.
+    ws.recipe("ruby", "3.3.0", "https://example.invalid/ruby.tar.gz", SUM);
+    let t = show(&ws, "ruby", "3.3.0");
+    assert_eq!(t["artifact"].as_str(), Some("ruby-3.3.0.tar.gz"));
+    assert!(!t.contains_key("format") && !t.contains_key("zstd_level"));
+    // Saying the default out loud changes nothing either.
+    ws.write(
+        "ruby/3.3.1.toml",
+        &format!(
+            "format = \"tar.gz\"\n[source]\nurl = \"https://example.invalid/ruby.tar.gz\"\nsha256 = \"{SUM}\"\n"
+        ),
+    );
+    let a = ws.run(&["show", "ruby", "3.3.0"]);
+    let b = ws.run(&["show", "ruby", "3.3.1"]);
+    assert_eq!(
+        stdout(&a).replace("3.3.0", "V"),
+        stdout(&b).replace("3.3.1", "V")
+    );
+
+    // An explicit name is kept as written when it agrees (or says no format at all).
+    ws.write(
+        "lua/5.4.7.toml",
+        &format!(
+            "artifact = \"lua-{{version}}-{{stack}}.tar.zst\"\n[source]\nurl = \"https://example.invalid/lua.tar.gz\"\nsha256 = \"{SUM}\"\n"
+        ),
+    );
+    assert_eq!(
+        show(&ws, "lua", "5.4.7")["artifact"].as_str(),
+        Some("lua-5.4.7-bookworm.tar.zst")
+    );
+}
+
+#[test]
+fn bad_formats_and_zstd_levels_are_errors_naming_the_file() {
+    let src = format!("[source]\nurl = \"https://example.invalid/x.tar.gz\"\nsha256 = \"{SUM}\"\n");
+    assert_bad(
+        None,
+        &format!("\nformat = \"tar.xz\"\n{src}"),
+        "1.0.0.toml",
+        2,
+        "unknown variant `tar.xz`, expected `tar.gz` or `tar.zst`",
+    );
+    for level in ["0", "23", "-5"] {
+        assert_bad(
+            Some("format = \"tar.zst\"\n"),
+            &format!("\n\nzstd_level = {level}\n{src}"),
+            "1.0.0.toml",
+            3,
+            "out of range: zstd levels are 1 to 22",
+        );
+    }
+    // In runtime.toml: the error names runtime.toml.
+    assert_bad(
+        Some("format = \"tar.zst\"\nzstd_level = 99\n"),
+        &src,
+        "runtime.toml",
+        2,
+        "zstd_level = 99 is out of range",
+    );
+    // A level for a gzip artifact would be ignored: refused instead.
+    assert_bad(
+        None,
+        &format!("zstd_level = 9\n{src}"),
+        "1.0.0.toml",
+        1,
+        "zstd_level = 9 is set but the artifact format is tar.gz",
+    );
+    // A name that says the other format.
+    assert_bad(
+        Some("format = \"tar.zst\"\n"),
+        &format!("artifact = \"{{runtime}}-{{version}}.tar.gz\"\n{src}"),
+        "1.0.0.toml",
+        1,
+        "artifact name `demo-1.0.0.tar.gz` ends in .tar.gz but the format is tar.zst",
+    );
+    assert_bad(
+        None,
+        &format!("\nartifact = \"demo.tar.zst\"\n{src}"),
+        "1.0.0.toml",
+        2,
+        "ends in .tar.zst but the format is tar.gz",
+    );
+}

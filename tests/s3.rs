@@ -206,6 +206,48 @@ fn multipart_options() -> S3Options {
     }
 }
 
+/// Content types follow the bytes (a zstd file is `application/zstd` whatever its name), else
+/// the name; `list` (what `inventory --rebuild` reads) takes both formats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_artifacts_are_served_as_zstd_and_listed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = store("zstd-types", multipart_options()).await;
+    let zst = zstd::stream::encode_all(&bytes(50_000, 6)[..], 3).unwrap();
+    let mut big = zst.clone();
+    big.extend(bytes(12 << 20, 7));
+    let cases = [
+        ("small-1.0.0.tar.zst", zst.clone(), "application/zstd"),
+        ("big-1.0.0.tar.zst", big, "application/zstd"),
+        ("misnamed-1.0.0.tar.gz", zst, "application/zstd"),
+        ("opaque-1.0.0.tar.zst", bytes(1000, 8), "application/zstd"),
+        ("opaque-1.0.0.tar.gz", bytes(1000, 9), "application/gzip"),
+    ];
+    for (name, data, want) in &cases {
+        let a = artifact(tmp.path(), name, data);
+        s.publish(&a, false).await.unwrap();
+        let head = moto()
+            .client()
+            .head_object()
+            .bucket("zstd-types")
+            .key(format!("runtimes/mini/{name}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.content_type(), Some(*want), "{name}");
+    }
+    let mut listed: Vec<String> = s
+        .list("mini")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    listed.sort();
+    let mut names: Vec<String> = cases.iter().map(|c| c.0.to_string()).collect();
+    names.sort();
+    assert_eq!(listed, names);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_round_trips_and_never_overwrites() {
     let tmp = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@
 //! 5. `configure`, `build` and `install` run as separate execs, each exit code checked, all
 //!    output going to a per-build log file (`cache/logs/…`) and to the [`Reporter`];
 //! 6. the prefix is copied out through the archive API and rewritten as a deterministic
-//!    `.tar.gz` (see [`crate::package`]).
+//!    `.tar.gz` or `.tar.zst`, as the recipe's `format` says (see [`crate::package`]).
 //!
 //! The container is removed on success, on failure (unless kept for debugging) and when the
 //! future is dropped (Ctrl-C), by [`ContainerGuard`].
@@ -189,8 +189,13 @@ impl Built {
             ("stack-image", self.build_image.id.clone()),
             ("sources", sources.join(",")),
             ("packager-version", env!("CARGO_PKG_VERSION").to_string()),
+            ("format", recipe.format.to_string()),
         ]
         .into_iter()
+        .chain(
+            (recipe.format == package::ArtifactFormat::TarZst)
+                .then(|| ("zstd-level", recipe.zstd_level.to_string())),
+        )
         .map(|(k, v)| (k.to_string(), v))
         .collect()
     }
@@ -763,6 +768,8 @@ impl Builder {
         let reader = tokio_util::io::StreamReader::new(stream);
         let mut options = PackageOptions::new(&recipe.prefix);
         options.mtime = opts.source_date_epoch;
+        options.format = recipe.format;
+        options.zstd_level = recipe.zstd_level;
         // Only what a requirement put into this recipe's own prefix can be in its artifact.
         let requires: Vec<PathBuf> = opts
             .requires

@@ -1,4 +1,5 @@
-//! Deterministic `.tar.gz` artifacts from the tar stream of a container's install prefix.
+//! Deterministic `.tar.gz` and `.tar.zst` artifacts from the tar stream of a container's install
+//! prefix.
 //!
 //! Docker's "download from container" archive API returns the prefix (say `/app`) as a tar
 //! stream whose entries are `app/`, `app/bin/x`, … in filesystem order, with the build's owners
@@ -21,9 +22,11 @@
 //!   carries the data and the others are hard links to it;
 //! * devices, fifos and other special files, entries outside the prefix, `..` components,
 //!   duplicate paths and entries below a symlink are errors naming the entry;
-//! * the gzip stream has no file name and modification time 0, and is compressed at a fixed
-//!   level in fixed-size blocks on several threads (see [`PackageOptions::threads`]); the bytes
-//!   depend on the level, never on the number of threads.
+//! * the tar is compressed with gzip or zstd ([`PackageOptions::format`]). The gzip stream has
+//!   no file name and modification time 0, and is compressed at a fixed level in fixed-size
+//!   blocks on several threads (see [`PackageOptions::threads`]); the zstd frame is written by
+//!   zstd's multithreaded mode, always (even on one thread), with a content checksum. Either
+//!   way the bytes depend on the format and level, never on the number of threads.
 //!
 //! Memory stays bounded whatever the artifact's size: file contents are spooled to an anonymous
 //! temporary file next to the destination while their headers are indexed (memory grows with
@@ -32,9 +35,12 @@
 //! destination, hashed (SHA-256) on the way, and renamed into place only on success: a failure
 //! leaves no file at the destination.
 
+mod format;
 mod gzip;
 mod read;
+mod zst;
 
+pub use format::{ArtifactFormat, DEFAULT_ZSTD_LEVEL, ZSTD_LEVELS};
 pub use read::{
     ArtifactEntry, EntryKind, list_artifact, open_artifact, read_artifact_files, write_owned_tar,
 };
@@ -70,8 +76,12 @@ pub struct PackageOptions {
     pub prefix: PathBuf,
     /// Modification time of every entry, in seconds since the epoch.
     pub mtime: u64,
-    /// gzip compression level, 0 to 9.
+    /// How the tar is compressed.
+    pub format: ArtifactFormat,
+    /// gzip compression level, 0 to 9 (for [`ArtifactFormat::TarGz`]).
     pub level: u32,
+    /// zstd compression level, within [`ZSTD_LEVELS`] (for [`ArtifactFormat::TarZst`]).
+    pub zstd_level: u32,
     /// Compression threads (at least one is used). Does not affect the output bytes.
     pub threads: usize,
     /// Entries to leave out: what the runtimes this one was built against already hold.
@@ -113,13 +123,16 @@ impl Exclusions {
 }
 
 impl PackageOptions {
-    /// Options for `prefix` with [`DEFAULT_MTIME`], [`DEFAULT_LEVEL`] and one compression thread
-    /// per available CPU.
+    /// Options for `prefix`: a `.tar.gz` with [`DEFAULT_MTIME`], [`DEFAULT_LEVEL`] (and
+    /// [`DEFAULT_ZSTD_LEVEL`] should the format be changed) and one compression thread per
+    /// available CPU.
     pub fn new(prefix: impl Into<PathBuf>) -> Self {
         Self {
             prefix: prefix.into(),
             mtime: DEFAULT_MTIME,
+            format: ArtifactFormat::TarGz,
             level: DEFAULT_LEVEL,
+            zstd_level: DEFAULT_ZSTD_LEVEL,
             threads: std::thread::available_parallelism().map_or(1, usize::from),
             exclude: None,
         }
@@ -145,9 +158,9 @@ pub fn mtime_from_source_date_epoch(value: Option<&str>) -> Result<u64, PackageE
 pub struct Artifact {
     /// Where it was written.
     pub path: PathBuf,
-    /// Size of the `.tar.gz` in bytes.
+    /// Size of the file in bytes.
     pub size: u64,
-    /// SHA-256 of the `.tar.gz`, lowercase hex.
+    /// SHA-256 of the file, lowercase hex.
     pub sha256: String,
     /// Number of entries in the tar (GNU long-name records not counted).
     pub entries: u64,
@@ -209,6 +222,12 @@ pub enum PackageError {
         /// The level as given.
         level: u32,
     },
+    /// The zstd compression level is out of range.
+    #[error("invalid zstd level {level}: expected 1 to 22")]
+    InvalidZstdLevel {
+        /// The level as given.
+        level: u32,
+    },
     /// `SOURCE_DATE_EPOCH` is not a number of seconds.
     #[error("invalid SOURCE_DATE_EPOCH `{value}`: expected a number of seconds since 1970")]
     InvalidSourceDateEpoch {
@@ -259,6 +278,15 @@ pub enum PackageError {
         /// The underlying error.
         source: io::Error,
     },
+    /// A file read as an artifact is neither gzip nor zstd compressed.
+    #[error(
+        "{} is not an artifact: it is neither gzip (.tar.gz) nor zstd (.tar.zst) compressed",
+        path.display()
+    )]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+    },
     /// Reading an artifact failed.
     #[error("failed to read artifact {}", path.display())]
     ReadArtifact {
@@ -293,10 +321,18 @@ pub fn package_tar_stream<R: Read>(
     options: &PackageOptions,
 ) -> Result<Artifact, PackageError> {
     let prefix = prefix_components(&options.prefix)?;
-    if options.level > 9 {
-        return Err(PackageError::InvalidLevel {
-            level: options.level,
-        });
+    match options.format {
+        ArtifactFormat::TarGz if options.level > 9 => {
+            return Err(PackageError::InvalidLevel {
+                level: options.level,
+            });
+        }
+        ArtifactFormat::TarZst if !ZSTD_LEVELS.contains(&options.zstd_level) => {
+            return Err(PackageError::InvalidZstdLevel {
+                level: options.zstd_level,
+            });
+        }
+        _ => {}
     }
     let dir = match dest.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
@@ -343,7 +379,7 @@ pub fn package_tar_stream<R: Read>(
     })
 }
 
-/// Writes the `.tar.gz` to `out`; returns the entry count, the size and the SHA-256 (hex).
+/// Writes the artifact to `out`; returns the entry count, the size and the SHA-256 (hex).
 fn write_artifact(
     out: &File,
     index: Vec<Indexed>,
@@ -356,7 +392,18 @@ fn write_artifact(
         hasher: Sha256::new(),
         written: 0,
     };
-    let encoder = gzip::ParallelGzEncoder::new(hashing, options.level, options.threads)?;
+    let encoder = match options.format {
+        ArtifactFormat::TarGz => Encoder::Gz(gzip::ParallelGzEncoder::new(
+            hashing,
+            options.level,
+            options.threads,
+        )?),
+        ArtifactFormat::TarZst => Encoder::Zst(zst::ZstdEncoder::new(
+            hashing,
+            options.zstd_level,
+            options.threads,
+        )?),
+    };
     let mut builder = tar::Builder::new(encoder);
     let entries = write_sorted(&mut builder, index, keep, spool, options.mtime)?;
     let hashing = builder.into_inner()?.finish()?;
@@ -761,6 +808,37 @@ impl Read for SpoolReader<'_> {
         self.offset += n as u64;
         self.remaining -= n as u64;
         Ok(n)
+    }
+}
+
+/// The compressor of [`PackageOptions::format`].
+enum Encoder<W: Write> {
+    Gz(gzip::ParallelGzEncoder<W>),
+    Zst(zst::ZstdEncoder<W>),
+}
+
+impl<W: Write> Encoder<W> {
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::Gz(e) => e.finish(),
+            Encoder::Zst(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Gz(e) => e.write(data),
+            Encoder::Zst(e) => e.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Gz(e) => e.flush(),
+            Encoder::Zst(e) => e.flush(),
+        }
     }
 }
 

@@ -1,9 +1,11 @@
 //! Reading artifacts back: listing their entries (for `verify`'s comparison and the linkage
-//! gate), reading files out of them, and re-owning them for an upload into a container.
+//! gate), reading files out of them, and re-owning them for an upload into a container. Every
+//! reader takes both formats, told apart by the file's first bytes (see [`ArtifactFormat`]), so
+//! a `.tar.zst` read under any name, or a `.tar.gz` renamed, reads the same.
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -11,6 +13,10 @@ use sha2::{Digest, Sha256};
 use tar::EntryType;
 
 use super::PackageError;
+use super::format::{ArtifactFormat, read_head};
+
+/// Read buffer of artifact files.
+const READ_BUFFER: usize = 256 * 1024;
 
 /// Kind of an artifact entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,16 +50,34 @@ pub struct ArtifactEntry {
     pub sha256: Option<String>,
 }
 
-/// Opens the artifact at `path` as a tar archive, to read its entries in order.
+/// Opens the artifact at `path` as a tar archive, to read its entries in order: gzip or zstd,
+/// whichever its first bytes say; anything else is [`PackageError::UnknownFormat`].
 pub fn open_artifact(path: &Path) -> Result<tar::Archive<Box<dyn Read>>, PackageError> {
-    let file = File::open(path).map_err(|source| PackageError::ReadArtifact {
+    Ok(tar::Archive::new(decompressed(path)?))
+}
+
+/// The tar stream inside the artifact at `path`.
+fn decompressed(path: &Path) -> Result<Box<dyn Read>, PackageError> {
+    let read_err = |source| PackageError::ReadArtifact {
         path: path.to_owned(),
         source,
-    })?;
-    let decoder: Box<dyn Read> = Box::new(flate2::bufread::MultiGzDecoder::new(
-        BufReader::with_capacity(256 * 1024, file),
-    ));
-    Ok(tar::Archive::new(decoder))
+    };
+    let mut file = File::open(path).map_err(read_err)?;
+    let mut head = [0u8; 4];
+    let n = read_head(&mut file, &mut head).map_err(read_err)?;
+    file.rewind().map_err(read_err)?;
+    let buffered = BufReader::with_capacity(READ_BUFFER, file);
+    Ok(match ArtifactFormat::detect(&head[..n]) {
+        Some(ArtifactFormat::TarGz) => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Some(ArtifactFormat::TarZst) => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(read_err)?)
+        }
+        None => {
+            return Err(PackageError::UnknownFormat {
+                path: path.to_owned(),
+            });
+        }
+    })
 }
 
 /// Writes the artifact at `path` to `out` as a plain tar stream whose every entry belongs to
@@ -111,9 +135,7 @@ pub fn read_artifact_files(
         path: path.to_owned(),
         source,
     };
-    let file = File::open(path).map_err(read_err)?;
-    let decoder = flate2::bufread::MultiGzDecoder::new(BufReader::new(file));
-    let mut archive = tar::Archive::new(decoder);
+    let mut archive = open_artifact(path)?;
     let mut found = std::collections::BTreeMap::new();
     for entry in archive.entries().map_err(read_err)? {
         let mut entry = entry.map_err(read_err)?;
@@ -131,15 +153,13 @@ pub fn read_artifact_files(
     Ok(found)
 }
 
-/// Lists the entries of the `.tar.gz` artifact at `path`, hashing each file's content.
+/// Lists the entries of the artifact at `path` (either format), hashing each file's content.
 pub fn list_artifact(path: &Path) -> Result<Vec<ArtifactEntry>, PackageError> {
     let read_err = |source| PackageError::ReadArtifact {
         path: path.to_owned(),
         source,
     };
-    let file = File::open(path).map_err(read_err)?;
-    let decoder = flate2::bufread::MultiGzDecoder::new(BufReader::with_capacity(256 * 1024, file));
-    let mut archive = tar::Archive::new(decoder);
+    let mut archive = open_artifact(path)?;
     let mut listed = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     for entry in archive.entries().map_err(read_err)? {

@@ -275,7 +275,7 @@ impl Store for LocalStore {
                     for e in rd {
                         let e = e.map_err(LocalStore::io(&dir))?;
                         let name = e.file_name().to_string_lossy().into_owned();
-                        if name.ends_with(".tar.gz") && !name.starts_with('.') {
+                        if super::is_artifact_name(&name) {
                             names.push(name);
                         }
                     }

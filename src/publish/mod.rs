@@ -25,7 +25,7 @@ pub use s3::{ChecksumMode, S3Options, S3Store};
 /// provenance stored with it (a build's [`crate::package::Artifact`] is the file alone).
 #[derive(Debug, Clone)]
 pub struct Upload {
-    /// The `.tar.gz` on the host.
+    /// The artifact (`.tar.gz` or `.tar.zst`) on the host.
     pub path: PathBuf,
     /// Its file name in the store.
     pub name: String,
@@ -38,6 +38,12 @@ pub struct Upload {
     /// Provenance stored with it (S3 object metadata, a local sidecar): short ASCII keys
     /// (`recipe-digest`, `stack-image`, `sources`, `packager-version`, …) and ASCII values.
     pub metadata: BTreeMap<String, String>,
+}
+
+/// Whether a file name in a store's `<stack>/` is an artifact's: ends in one of the formats'
+/// extensions (`.tar.gz`, `.tar.zst`) and is not hidden (a temporary file).
+pub fn is_artifact_name(name: &str) -> bool {
+    !name.starts_with('.') && crate::package::ArtifactFormat::from_name(name).is_some()
 }
 
 /// What publishing did.
@@ -231,7 +237,8 @@ pub trait Store: Send + Sync {
         dest: &std::path::Path,
     ) -> impl Future<Output = Result<(), PublishError>> + Send;
 
-    /// Every artifact (`.tar.gz`) directly under `<stack>/`, by name.
+    /// Every artifact (`.tar.gz` or `.tar.zst`, see [`is_artifact_name`]) directly under
+    /// `<stack>/`, by name.
     fn list(
         &self,
         stack: &str,

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::checksum::{Algo, Checksum};
+use crate::package::{ArtifactFormat, DEFAULT_ZSTD_LEVEL, ZSTD_LEVELS};
 use crate::version::Version;
 
 use super::model::{
@@ -33,6 +34,8 @@ struct Layer {
     prefix: Option<Spanned<String>>,
     prefix_outside_app: Option<bool>,
     artifact: Option<Spanned<String>>,
+    format: Option<Spanned<ArtifactFormat>>,
+    zstd_level: Option<Spanned<i64>>,
     revision: Option<u32>,
     arches: Option<Vec<crate::arch::Arch>>,
     source: Option<SourceLayer>,
@@ -538,23 +541,57 @@ pub fn load(
         allow_missing: t.list(allow.as_ref(), &[])?,
     };
 
+    let format = merge_opt(at(over_f, over.format), at(base_f, base.format));
+    let zstd_level = merge_opt(at(over_f, over.zstd_level), at(base_f, base.zstd_level));
+    let (format, zstd_level) = artifact_format(format, zstd_level)?;
     let artifact = match &artifact {
-        Some(a) => t.at(a)?,
-        None => template::expand(
-            if revision > 0 {
-                DEFAULT_REVISED_ARTIFACT
-            } else {
-                DEFAULT_ARTIFACT
-            },
-            &t.vars,
-        )
-        .expect("default template is valid"),
+        Some(a) => {
+            let name = t.at(a)?;
+            // A name that says the other format would be served and unpacked as that one.
+            if let Some(said) = ArtifactFormat::from_name(&name)
+                && said != format
+            {
+                let mut e = a.file.error(
+                    a.value.span(),
+                    format!(
+                        "artifact name `{name}` ends in {} but the format is {format}",
+                        said.extension()
+                    ),
+                );
+                if let RecipeError::Invalid { hint, .. } = &mut e {
+                    *hint = Some(format!(
+                        "end the name in {} or set `format = \"{said}\"`",
+                        format.extension()
+                    ));
+                }
+                return Err(e);
+            }
+            name
+        }
+        None => {
+            let name = template::expand(
+                if revision > 0 {
+                    DEFAULT_REVISED_ARTIFACT
+                } else {
+                    DEFAULT_ARTIFACT
+                },
+                &t.vars,
+            )
+            .expect("default template is valid");
+            match name.strip_suffix(ArtifactFormat::TarGz.extension()) {
+                Some(stem) => format!("{stem}{}", format.extension()),
+                None => name,
+            }
+        }
     };
     // Two architectures never share a name in a store; amd64 names stay what they were.
     let arch_name = opts.arch.as_str();
     let artifact = if opts.arch != crate::arch::Arch::Amd64 && !artifact.contains(arch_name) {
-        match artifact.strip_suffix(".tar.gz") {
-            Some(stem) => format!("{stem}-{arch_name}.tar.gz"),
+        match ArtifactFormat::from_name(&artifact) {
+            Some(f) => {
+                let stem = &artifact[..artifact.len() - f.extension().len()];
+                format!("{stem}-{arch_name}{}", f.extension())
+            }
             None => format!("{artifact}-{arch_name}"),
         }
     } else {
@@ -583,6 +620,8 @@ pub fn load(
         prefix_outside_app,
         revision,
         artifact,
+        format,
+        zstd_level,
         source,
         resources,
         build,
@@ -592,6 +631,43 @@ pub fn load(
         arch: opts.arch,
         arches,
     })
+}
+
+/// `format` and `zstd_level` (each the version file's, else runtime.toml's), checked: the
+/// level within zstd's range, and only with the zstd format.
+fn artifact_format(
+    format: Option<At<'_, ArtifactFormat>>,
+    level: Option<At<'_, i64>>,
+) -> Result<(ArtifactFormat, u32), RecipeError> {
+    let format_value = format
+        .as_ref()
+        .map_or(ArtifactFormat::default(), |f| *f.value.get_ref());
+    let Some(level) = level else {
+        return Ok((format_value, DEFAULT_ZSTD_LEVEL));
+    };
+    let (file, span) = (level.file, level.value.span());
+    let value = *level.value.get_ref();
+    if format_value != ArtifactFormat::TarZst {
+        let mut e = file.error(
+            span,
+            format!("zstd_level = {value} is set but the artifact format is {format_value}"),
+        );
+        if let RecipeError::Invalid { hint, .. } = &mut e {
+            *hint = Some("add `format = \"tar.zst\"`, or remove zstd_level".into());
+        }
+        return Err(e);
+    }
+    match u32::try_from(value) {
+        Ok(v) if ZSTD_LEVELS.contains(&v) => Ok((format_value, v)),
+        _ => Err(file.error(
+            span,
+            format!(
+                "zstd_level = {value} is out of range: zstd levels are {} to {}",
+                ZSTD_LEVELS.start(),
+                ZSTD_LEVELS.end()
+            ),
+        )),
+    }
 }
 
 fn merge_opt_list<'a>(over: Option<AtList<'a>>, base: Option<AtList<'a>>) -> Option<AtList<'a>> {

@@ -216,6 +216,11 @@ pub struct Recipe {
     pub revision: u32,
     /// The artifact's file name: a plain name, no folders.
     pub artifact: String,
+    /// How the artifact is compressed (`format`; by default `tar.gz`).
+    pub format: crate::package::ArtifactFormat,
+    /// The zstd level of a `tar.zst` artifact (`zstd_level`; by default
+    /// [`DEFAULT_ZSTD_LEVEL`](crate::package::DEFAULT_ZSTD_LEVEL)).
+    pub zstd_level: u32,
     /// The main source tarball, unpacked as the source tree.
     pub source: Source,
     /// Extra files (patches, bootstrap tarballs) placed in the source tree, in order.

@@ -24,6 +24,10 @@ struct ShowRecipe<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     arches: Option<&'a [crate::arch::Arch]>,
     artifact: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    format: Option<crate::package::ArtifactFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zstd_level: Option<u32>,
     source: ShowSource<'a>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     resources: Vec<ShowResource<'a>>,
@@ -96,6 +100,10 @@ impl Recipe {
             arch: (self.arch != crate::arch::Arch::Amd64).then_some(self.arch),
             arches: self.arches.as_deref(),
             artifact: &self.artifact,
+            // Shown (and so in the build key) for tar.zst only: tar.gz keys stay as they were.
+            format: (self.format != crate::package::ArtifactFormat::TarGz).then_some(self.format),
+            zstd_level: (self.format == crate::package::ArtifactFormat::TarZst)
+                .then_some(self.zstd_level),
             source: ShowSource {
                 url: &self.source.url,
                 mirrors: &self.source.mirrors,

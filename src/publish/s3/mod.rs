@@ -41,10 +41,29 @@ use failure::{CallFailure, remote};
 const SHA256_KEY: &str = "sha256";
 /// How often a conditional write is retried on 409 ConditionalRequestConflict.
 const CONFLICT_ATTEMPTS: u32 = 5;
-/// The content type of artifacts (`.tar.gz`), so browsers and CDNs do not guess.
-const GZIP: &str = "application/gzip";
 /// Read buffer of file bodies: large, as uploads stream from disk.
 const READ_BUFFER: usize = 256 * 1024;
+
+/// The content type of an artifact (`application/gzip`, `application/zstd`), so browsers and
+/// CDNs do not guess: by the first bytes of the file at `path`, else by the extension of
+/// `name`, else `application/octet-stream` (a file that cannot be read: the upload says why).
+async fn content_type(path: &std::path::Path, name: &str) -> &'static str {
+    use crate::package::ArtifactFormat;
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 4];
+    let mut n = 0;
+    if let Ok(mut file) = tokio::fs::File::open(path).await {
+        while n < head.len() {
+            match file.read(&mut head[n..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
+            }
+        }
+    }
+    ArtifactFormat::detect(&head[..n])
+        .or_else(|| ArtifactFormat::from_name(name))
+        .map_or("application/octet-stream", ArtifactFormat::content_type)
+}
 
 /// The request body of an upload: the artifact file, or `(offset, len)` of it for one part,
 /// streamed from disk. A file that cannot be opened is an error naming it.

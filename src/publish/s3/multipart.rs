@@ -16,7 +16,7 @@ use sha2::Digest;
 use super::config::{MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE};
 use super::failure::{CallFailure, remote};
 use super::object::{Body, Commit, b64, upload_timeout};
-use super::{CONFLICT_ATTEMPTS, GZIP, S3Options, S3Store};
+use super::{CONFLICT_ATTEMPTS, S3Options, S3Store};
 use crate::publish::{PublishError, PublishOutcome, Upload};
 
 /// A fresh HTTP client (its own connection pool), for work on another runtime.
@@ -288,7 +288,7 @@ impl S3Store {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
-            .content_type(GZIP)
+            .content_type(super::content_type(&a.path, &a.name).await)
             .set_metadata(Some(Self::object_metadata(a)));
         if self.checksums() {
             create = create

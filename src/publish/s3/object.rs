@@ -14,7 +14,7 @@ use base64::Engine as _;
 use sha2::Digest;
 
 use super::failure::{CallFailure, CallFailureKind, remote, scrub};
-use super::{CONFLICT_ATTEMPTS, GZIP, S3Store, SHA256_KEY};
+use super::{CONFLICT_ATTEMPTS, S3Store, SHA256_KEY};
 use crate::publish::{PublishError, PublishOutcome, Stored, Upload};
 
 /// What a HEAD of an object says: enough to tell whether it has our bytes.
@@ -209,7 +209,7 @@ impl S3Store {
                         .key(key)
                         .body(stream)
                         .content_length(a.size as i64)
-                        .content_type(GZIP)
+                        .content_type(super::content_type(&a.path, &a.name).await)
                         .set_metadata(Some(Self::object_metadata(a)));
                     if self.checksums() {
                         req = req

@@ -101,8 +101,7 @@ impl Store for S3Store {
                 .map_err(|e| self.fail("list", &dir, &e))?;
             for o in out.contents() {
                 if let Some(name) = o.key().and_then(|k| k.strip_prefix(&dir))
-                    && name.ends_with(".tar.gz")
-                    && !name.starts_with('.')
+                    && super::super::is_artifact_name(name)
                 {
                     names.push(name.to_string());
                 }
