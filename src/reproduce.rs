@@ -402,7 +402,7 @@ mod tests {
         assert_ne!(varied.hostname, normal.hostname);
         assert_ne!(varied.umask, normal.umask);
         assert_ne!(varied.tz, normal.tz);
-        assert_eq!((all.jobs(8), all.jobs(2), all.jobs(1)), (1, 1, 2));
+        assert_eq!((all.jobs(8), all.jobs(2), all.jobs(1)), (16, 4, 2));
         assert_eq!(Variations::none().surroundings(), normal);
         assert_eq!(Variations::none().jobs(8), 8);
         assert!(Variations::none().applied(4).is_empty());
@@ -415,7 +415,7 @@ mod tests {
             [Applied {
                 variation: Variation::Jobs,
                 normal: "4".into(),
-                varied: "1".into()
+                varied: "8".into()
             }]
         );
         let names: Vec<String> = all
