@@ -92,6 +92,22 @@ pub struct VerifyOptions {
     pub keep_artifacts: Option<PathBuf>,
 }
 
+/// The usage error for a recipe's artifact the store does not hold: build it first, `or_else`.
+fn not_in_store(store: &impl Store, recipe: &Recipe, or_else: &str) -> Error {
+    Error::Usage {
+        message: format!(
+            "{} does not hold {}/{}",
+            store.describe(),
+            recipe.stack,
+            recipe.artifact
+        ),
+        hint: Some(format!(
+            "build it first (`packager build {} {}`), {or_else}",
+            recipe.runtime, recipe.version
+        )),
+    }
+}
+
 /// Copies `reference` and `rebuild` (artifact `name`) to `dir/reference/name` and
 /// `dir/rebuild/name`.
 fn keep_pair(
@@ -604,17 +620,13 @@ impl Pipeline {
         if reference == Reference::Published {
             match job.status {
                 Status::Build => {
-                    return Err(Error::Usage {
-                        message: format!(
-                            "{} does not hold {}/{}",
-                            store.describe(),
-                            recipe.stack,
-                            recipe.artifact
+                    return Err(not_in_store(
+                        store,
+                        &recipe,
+                        &format!(
+                            "or build it twice: `packager verify {runtime} {version} --twice`"
                         ),
-                        hint: Some(format!(
-                            "build it first (`packager build {runtime} {version}`), or build it twice: `packager verify {runtime} {version} --twice`"
-                        )),
-                    });
+                    ));
                 }
                 Status::Conflict => self.reporter.warn(&format!(
                     "{}: {}; the rebuild may differ for that reason alone",
@@ -727,17 +739,7 @@ impl Pipeline {
                     .await?
                     .is_none()
                 {
-                    return Err(Error::Usage {
-                        message: format!(
-                            "{} does not hold {}/{}",
-                            store.describe(),
-                            recipe.stack,
-                            recipe.artifact
-                        ),
-                        hint: Some(format!(
-                            "build it first (`packager build {runtime} {version}`), or pass --artifact FILE"
-                        )),
-                    });
+                    return Err(not_in_store(store, &recipe, "or pass --artifact FILE"));
                 }
                 let path = dir.path().join(&recipe.artifact);
                 store

@@ -226,22 +226,7 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    fn sample(len: usize) -> Vec<u8> {
-        // Compressible text with some pseudo-random bytes mixed in.
-        let mut state = 0x2545_f491_u32;
-        (0..len)
-            .map(|i| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                if i % 7 == 0 {
-                    state as u8
-                } else {
-                    b"the quick brown fox "[i % 20]
-                }
-            })
-            .collect()
-    }
+    use crate::package::test_sample as sample;
 
     fn compress(data: &[u8], level: u32, threads: usize, piece: usize) -> Vec<u8> {
         let mut enc = ParallelGzEncoder::new(Vec::new(), level, threads).unwrap();

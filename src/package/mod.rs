@@ -861,3 +861,21 @@ impl<W: Write> Write for HashingWriter<W> {
         self.inner.flush()
     }
 }
+
+/// Compressible text with some pseudo-random bytes mixed in, for the compressors' tests.
+#[cfg(test)]
+pub(crate) fn test_sample(len: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_u32;
+    (0..len)
+        .map(|i| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            if i % 7 == 0 {
+                state as u8
+            } else {
+                b"the quick brown fox "[i % 20]
+            }
+        })
+        .collect()
+}
