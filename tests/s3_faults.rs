@@ -79,8 +79,9 @@ async fn a_store_that_refuses_the_composite_checksum_header_takes_a_big_publish_
         .times(usize::MAX),
     );
     let tmp = tempfile::tempdir().unwrap();
-    // Past the default part size (64 MiB): a multipart upload with the default options.
-    let data = bytes((64 * MIB + 1) as usize, 7);
+    // Past the default part size: a multipart upload of two parts with the default options.
+    let part = S3Options::default().part_size;
+    let data = bytes((part + 1) as usize, 7);
     let a = artifact(tmp.path(), "big-1.0.0.tar.gz", &data);
     let s = store("composite", &proxy.endpoint, None).await;
     let published = s.publish(&a, false).await.unwrap();
