@@ -90,13 +90,7 @@ fn run(cmd: &mut Command) -> Duration {
 
 /// The sha256 of a published artifact, from its sidecar.
 fn sha256_of(store: &Path, stack: &str, artifact: &str) -> String {
-    let side = store.join(stack).join(format!("{artifact}.sha256"));
-    std::fs::read_to_string(&side)
-        .unwrap_or_else(|e| panic!("{}: {e}", side.display()))
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
+    common::sidecar_sha256(&store.join(stack).join(format!("{artifact}.sha256")))
 }
 
 fn secs(d: Duration) -> f64 {

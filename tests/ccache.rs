@@ -39,13 +39,9 @@ fn build(ws: &Workspace, args: &[&str]) -> String {
 
 /// The sha256 the store holds for `name`'s artifact `version`.
 fn published_sha256(ws: &Workspace, name: &str, version: &str) -> String {
-    let side = PathBuf::from(store(ws)).join(format!("mini/{name}-{version}.tar.gz.sha256"));
-    std::fs::read_to_string(&side)
-        .unwrap_or_else(|e| panic!("{}: {e}", side.display()))
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
+    common::sidecar_sha256(
+        &PathBuf::from(store(ws)).join(format!("mini/{name}-{version}.tar.gz.sha256")),
+    )
 }
 
 /// `(hits, misses)` of each `# compiler cache: H hits, M misses` line in `log`.

@@ -181,6 +181,16 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
+/// The sha256 a store's `.sha256` sidecar file gives.
+pub fn sidecar_sha256(side: &std::path::Path) -> String {
+    std::fs::read_to_string(side)
+        .unwrap_or_else(|e| panic!("{}: {e}", side.display()))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 /// A temp folder with `recipes/` and `cache/` inside.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
