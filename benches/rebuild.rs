@@ -7,9 +7,12 @@
 //!   versions that share every source but the one that includes the version.
 //! - A real runtime, when `PACKAGER_BENCH_REAL="RUNTIME VERSION"` is set (with
 //!   `PACKAGER_BENCH_RECIPES`, the recipes folder, default `recipes/`, and
-//!   `PACKAGER_BENCH_MIRROR`, a content-addressed mirror, optional): built three times with
-//!   `--force` — without the cache, then with an empty cache (cold), then with the cache it
-//!   filled (warm). A Python takes 30–45 minutes cold on two cores.
+//!   `PACKAGER_BENCH_MIRROR`, a content-addressed mirror, optional): built with an empty cache
+//!   (cold), then again with `--force` and the cache it filled (warm), then rebuilt without the
+//!   cache by `packager verify` against the warm build (verify never uses the cache, and its
+//!   rebuild varies host name, umask, jobs and time zone): three builds that give the ratio, the
+//!   sha256 with and without the cache, and the runtime's reproducibility at once. A Python
+//!   takes 30–45 minutes a build on two cores.
 //!
 //! Run: `cargo bench --bench rebuild` (needs Docker and the `mini` test stack, which it builds
 //! from Debian packages when absent). Under `cargo test --all-targets` (no `--bench`) it builds
@@ -180,7 +183,8 @@ fn fixture(full: bool) -> (Pair, Pair) {
     )
 }
 
-/// `PACKAGER_BENCH_REAL="RUNTIME VERSION"`: without the cache, then cold with it, then warm.
+/// `PACKAGER_BENCH_REAL="RUNTIME VERSION"`: cold with the cache, warm with it, then `verify`'s
+/// rebuild without it.
 fn real(spec: &str) -> Pair {
     let (runtime, version) = spec
         .split_once(' ')
@@ -230,14 +234,42 @@ fn real(spec: &str) -> Pair {
         args.extend(extra);
         run(&mut cmd(&args))
     };
-    let _ = build(&["--no-compiler-cache"]);
-    let without = sha256_of(&store, &stack, &artifact);
     let _ = std::fs::remove_dir_all(ws.cache().join("ccache"));
     let cold = build(&[]);
     let cold_sum = sha256_of(&store, &stack, &artifact);
+    eprintln!("{runtime} {version}: cold build with the cache {:.0}s", secs(cold));
     let next = build(&[]);
     let with = sha256_of(&store, &stack, &artifact);
+    eprintln!("{runtime} {version}: warm build with the cache {:.0}s", secs(next));
     assert_eq!(cold_sum, with, "a cold and a warm build differ");
+    // verify's rebuild is made without the compiler cache; exit 1 means it differs, which the
+    // side-by-side sums below report.
+    let started = Instant::now();
+    let out = cmd(&[
+        "verify",
+        runtime,
+        version,
+        "--json",
+        "--store",
+        store.to_str().unwrap(),
+    ])
+    .output()
+    .expect("spawn packager verify");
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "packager verify failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("verify's JSON");
+    let without = v["comparison"]["right_sha256"]
+        .as_str()
+        .expect("verify's JSON has the rebuild's sha256")
+        .to_string();
+    eprintln!(
+        "{runtime} {version}: verify's rebuild without the cache {:.0}s, varied: {}",
+        started.elapsed().as_secs_f64(),
+        v["variations"]
+    );
     Pair {
         what: format!("{runtime} {version} on {stack}, rebuilt with --force"),
         cold,

@@ -101,6 +101,10 @@ fn bzip2(data: &[u8]) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
+fn zstd(data: &[u8]) -> Vec<u8> {
+    zstd::stream::encode_all(data, 3).unwrap()
+}
+
 fn xz(data: &[u8]) -> Vec<u8> {
     let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 6);
     enc.write_all(data).unwrap();
@@ -207,6 +211,13 @@ fn good_archive_with_strip_components_in_every_format() {
         ("src.tar.bz2", bzip2(&tar), ArchiveFormat::Bzip2),
         // Misleading name on purpose: detection goes by magic bytes.
         ("src.tar.gz", xz(&tar), ArchiveFormat::Xz),
+        ("src.tar.zst", zstd(&tar), ArchiveFormat::Zstd),
+        // Two frames, as `zstd` writes for concatenated inputs: both are read.
+        (
+            "src2.tar.zst",
+            [zstd(&tar[..1024]), zstd(&tar[1024..])].concat(),
+            ArchiveFormat::Zstd,
+        ),
     ];
     for (name, bytes, format) in cases {
         let path = write(tmp.path(), name, &bytes);

@@ -2,7 +2,7 @@
 //!
 //! Sources are verified by checksum, but their content is still untrusted: a tarball can contain
 //! `../` paths, absolute paths, symlinks or hard links pointing outside the tree, or device nodes.
-//! This module reads a source archive (plain tar, gzip, bzip2 or xz, detected by magic bytes) and
+//! This module reads a source archive (plain tar, gzip, bzip2, xz or zstd, detected by magic bytes) and
 //! writes a sanitised tar stream — the body of a Docker archive upload — to any [`Write`]:
 //!
 //! * `strip_components` leading path components are removed, as GNU tar does: entries with fewer
@@ -57,6 +57,8 @@ pub enum ArchiveFormat {
     Bzip2,
     /// An xz-compressed tar archive.
     Xz,
+    /// A zstd-compressed tar archive (`.tar.zst`, one frame or several).
+    Zstd,
 }
 
 /// Why an entry (or a destination) was refused.
@@ -129,8 +131,8 @@ pub enum ArchiveError {
         /// The underlying error.
         source: io::Error,
     },
-    /// The file is neither a tar archive nor a gzip, bzip2 or xz compressed one.
-    #[error("{} is not a tar archive (plain, gzip, bzip2 or xz)", path.display())]
+    /// The file is neither a tar archive nor a gzip, bzip2, xz or zstd compressed one.
+    #[error("{} is not a tar archive (plain, gzip, bzip2, xz or zstd)", path.display())]
     UnknownFormat {
         /// The archive.
         path: PathBuf,
@@ -221,6 +223,8 @@ fn format_from_magic(head: &[u8]) -> Option<ArchiveFormat> {
         Some(ArchiveFormat::Bzip2)
     } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
         Some(ArchiveFormat::Xz)
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some(ArchiveFormat::Zstd)
     } else if head.len() >= 262 && &head[257..262] == b"ustar" {
         Some(ArchiveFormat::Tar)
     } else {
@@ -321,6 +325,9 @@ pub fn repack_archive_with<W: Write>(
         ArchiveFormat::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(file)),
         ArchiveFormat::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(file)),
         ArchiveFormat::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(file)),
+        ArchiveFormat::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(file).map_err(read_err)?,
+        ),
     };
 
     let exceeded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
