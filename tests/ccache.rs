@@ -249,3 +249,39 @@ fn a_cache_folder_the_build_user_cannot_write_is_left_out_with_a_hint() {
     assert!(cache_lines(&log).is_empty(), "{log}");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+#[test]
+fn a_shell_uses_the_compiler_cache_unless_told_not_to() {
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    runtime(&ws, &server, "cc-shell", &["1.0.0"], "");
+    let mounted = "grep -q ' /var/cache/packager/ccache ' /proc/self/mountinfo";
+    let o = ws.run(&[
+        "shell",
+        "cc-shell",
+        "1.0.0",
+        "--no-compiler-cache",
+        "--",
+        "sh",
+        "-c",
+        &format!("! {mounted} && test \"$(command -v cc)\" = /usr/bin/cc"),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(
+        !ccache_dir(&ws, "cc-shell").exists(),
+        "--no-compiler-cache made the compiler cache folder"
+    );
+    let o = ws.run(&[
+        "shell",
+        "cc-shell",
+        "1.0.0",
+        "--",
+        "sh",
+        "-c",
+        &format!("{mounted} && test \"$(command -v cc)\" = /run/packager-ccache/cc"),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(ccache_dir(&ws, "cc-shell").is_dir());
+    assert!(containers_of(&docker, "cc-shell").is_empty());
+}

@@ -527,6 +527,9 @@ pub struct ShellArgs {
     /// Parallel compile jobs inside the container ($JOBS); default: the number of CPUs
     #[arg(long, value_name = "N", conflicts_with = "attach")]
     pub make_jobs: Option<usize>,
+    /// Compile without the compiler cache (ccache in cache/ccache/), as `packager verify` does
+    #[arg(long, conflicts_with = "attach")]
+    pub no_compiler_cache: bool,
     #[command(flatten)]
     pub arch: OneArch,
     #[command(flatten)]

@@ -91,7 +91,7 @@ pub async fn shell(cli: &Cli, ui: Arc<Ui>, args: &ShellArgs) -> Result<u8, Error
         source_date_epoch: pipeline.settings().source_date_epoch,
         requires,
         surroundings: packager::build::Surroundings::default(),
-        compiler_cache: true,
+        compiler_cache: !args.no_compiler_cache,
     };
     let until = args.after.map(Phase::from);
     let mut prepared = builder.prepare(&recipe, &opts, until).await?;
