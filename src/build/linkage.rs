@@ -1,7 +1,7 @@
 //! The linkage gate: every ELF file of an artifact must find each library it needs (`DT_NEEDED`)
 //! in the run image it will run in, the way the dynamic loader will look for it.
 //!
-//! The artifact (and each runtime it requires) is read on the host: [`Tree::scan`] finds the ELF
+//! The artifact (and each runtime it requires) is read on the host: [`scan`] finds the ELF
 //! files by their magic bytes (never by name, so a script named `*.so` or a shebang script is
 //! no ELF file), and reads their needed libraries, `RPATH`, `RUNPATH`, `SONAME` and interpreter.
 //! Symlinks are followed inside the tree, so a dangling link or a link to a text file provides
