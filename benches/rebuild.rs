@@ -249,11 +249,17 @@ fn real(spec: &str) -> Pair {
     let cold = build(&[]);
     let cold_sum = sha256_of(&store, &stack, &artifact);
     let cold_kept = keep("cold");
-    eprintln!("{runtime} {version}: cold build with the cache {:.0}s", secs(cold));
+    eprintln!(
+        "{runtime} {version}: cold build with the cache {:.0}s",
+        secs(cold)
+    );
     let next = build(&[]);
     let with = sha256_of(&store, &stack, &artifact);
     let warm_kept = keep("warm");
-    eprintln!("{runtime} {version}: warm build with the cache {:.0}s", secs(next));
+    eprintln!(
+        "{runtime} {version}: warm build with the cache {:.0}s",
+        secs(next)
+    );
     if cold_sum != with {
         // Not the end: verify's rebuild without the cache tells the cache's doing from a build
         // that differs anyway. The assertion in `main` fails the bench afterwards.
@@ -300,7 +306,12 @@ fn real(spec: &str) -> Pair {
             "{runtime} {version}: verify's rebuild without the cache differs from the warm build (both in {}):",
             kept.join("verify").display()
         );
-        for e in v["comparison"]["changed"].as_array().into_iter().flatten().take(20) {
+        for e in v["comparison"]["changed"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(20)
+        {
             println!("  {}  {}", e["path"], e["what"]);
         }
     }

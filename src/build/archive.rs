@@ -325,9 +325,9 @@ pub fn repack_archive_with<W: Write>(
         ArchiveFormat::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(file)),
         ArchiveFormat::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(file)),
         ArchiveFormat::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(file)),
-        ArchiveFormat::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(file).map_err(read_err)?,
-        ),
+        ArchiveFormat::Zstd => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(file).map_err(read_err)?)
+        }
     };
 
     let exceeded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
