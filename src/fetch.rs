@@ -410,6 +410,13 @@ impl Fetcher {
         shown: &str,
         sink: &mut HashSink,
     ) -> Result<(), AttemptOutcome> {
+        if let Some(path) = url
+            .strip_prefix("file:")
+            .and_then(|_| url::Url::parse(url).ok())
+            .and_then(|u| u.to_file_path().ok())
+        {
+            return copy_local(&path, sink).await;
+        }
         let response = match self.client.get(url).send().await {
             Ok(r) => r,
             Err(e) if e.is_builder() => {
@@ -512,6 +519,33 @@ impl Fetcher {
 }
 
 /// reqwest's error with its causes, which is where the useful part is.
+/// A `file://` resource (a file kept with the recipes) read into `sink`: hashed and stored as
+/// a download is, so the build sees only what the checksum pins.
+async fn copy_local(path: &std::path::Path, sink: &mut HashSink) -> Result<(), AttemptOutcome> {
+    use tokio::io::AsyncReadExt;
+    let mut file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) => return Err(AttemptOutcome::Next(format!("{}: {e}", path.display()))),
+    };
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match file.read(&mut buf).await {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                if let Err(e) = sink.write(&buf[..n]) {
+                    return Err(AttemptOutcome::Next(format!("writing the copy: {e}")));
+                }
+            }
+            Err(e) => {
+                return Err(AttemptOutcome::Next(format!(
+                    "reading {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+    }
+}
+
 fn describe(e: &reqwest::Error) -> String {
     let mut text = if e.is_timeout() {
         "timed out".to_string()

@@ -663,6 +663,20 @@ fn patch_resources_apply_before_configure_and_a_bad_one_names_its_file() {
     let o = ws.run(&["build", "fixture-patch", "1.0.0"]);
     assert!(o.status.success(), "{}", stderr(&o));
 
+    // The same patch kept next to the recipe (`path`): copied into the cache as a download is.
+    let local = ws.recipes().join("fixture-patch/patches/local.patch");
+    std::fs::create_dir_all(local.parent().unwrap()).unwrap();
+    std::fs::write(&local, greet_patch("howdy")).unwrap();
+    std::fs::write(
+        &recipe,
+        format!(
+            "{text}\n[[resources]]\npath = \"patches/local.patch\"\nsha256 = \"{good_sum}\"\ndest = \"patches/howdy.patch\"\npatch = 1\n"
+        ),
+    )
+    .unwrap();
+    let o = ws.run(&["build", "fixture-patch", "1.0.0", "--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
     std::fs::write(
         &recipe,
         format!(

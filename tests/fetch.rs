@@ -83,6 +83,50 @@ fn checksum_mismatch_fails_and_caches_nothing() {
 }
 
 #[test]
+fn a_resource_kept_next_to_the_recipe_is_verified_like_a_download() {
+    let server = Server::start();
+    let body = bytes(10_000, 5);
+    let url = server.route("/demo.tar.gz", Route::Body(body.clone()));
+    let ws = Workspace::new();
+    ws.recipe("demo", "1.0.0", &url, &sha256_hex(&body));
+    let profile = b"training counts".to_vec();
+    let local = ws.write("demo/profiles/p.bin", "training counts");
+    let recipe = ws.recipes().join("demo/1.0.0.toml");
+    let text = std::fs::read_to_string(&recipe).unwrap();
+    let pin = |sum: &str| {
+        std::fs::write(
+            &recipe,
+            format!("{text}\n[[resources]]\npath = \"profiles/p.bin\"\nsha256 = \"{sum}\"\n"),
+        )
+        .unwrap();
+    };
+    // Pinned to other bytes (edited after pinning, say): refused, and nothing is cached.
+    let other = sha256_hex(b"other counts");
+    pin(&other);
+    let o = ws.run(&["fetch", "demo", "1.0.0"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&local.canonicalize().unwrap().display().to_string()), "{err}");
+    assert!(err.contains(&format!("expected sha256:{other}")), "{err}");
+    assert!(err.contains("checksum mismatch"), "{err}");
+    assert!(
+        !ws.cache_files().iter().any(|f| f.starts_with(&format!("sha256-{other}/")) && !f.ends_with(".lock")),
+        "{:?}",
+        ws.cache_files()
+    );
+    // Pinned right: copied into the cache under its checksum.
+    let good = sha256_hex(&profile);
+    pin(&good);
+    let o = ws.run(&["fetch", "demo", "1.0.0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        ws.cache_files().contains(&format!("sha256-{good}/p.bin")),
+        "{:?}",
+        ws.cache_files()
+    );
+}
+
+#[test]
 fn a_body_cut_mid_way_is_retried_and_leaves_no_partial_file() {
     let server = Server::start();
     let body = bytes(200_000, 3);

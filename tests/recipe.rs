@@ -144,6 +144,58 @@ requires = ["mono 3.2.8", "mono ^3.2"]
 }
 
 #[test]
+fn a_resource_path_is_a_file_next_to_the_recipe_that_names_it() {
+    let ws = Workspace::new();
+    let src = format!("[source]\nurl = \"https://example.invalid/d.tar.gz\"\nsha256 = \"{SUM}\"\n");
+    ws.write("demo/profiles/1.0-amd64.tar.zst", "counts");
+    // Named in runtime.toml, resolved next to it, templated.
+    ws.write(
+        "demo/runtime.toml",
+        &format!(
+            "{src}[[resources]]\npath = \"profiles/{{version}}-{{arch}}.tar.zst\"\nsha256 = \"{SUM}\"\ndest = \"pgo\"\nunpack = true\n"
+        ),
+    );
+    ws.write("demo/1.0.toml", "");
+    let t = show(&ws, "demo", "1.0");
+    let res = t["resources"].as_array().unwrap();
+    let want = ws
+        .recipes()
+        .join("demo/profiles/1.0-amd64.tar.zst")
+        .canonicalize()
+        .unwrap();
+    assert_eq!(
+        res[0]["url"].as_str(),
+        Some(format!("file://{}", want.display()).as_str())
+    );
+    assert_eq!(res[0]["dest"].as_str(), Some("pgo"));
+
+    // A missing file, a path out of the folder, and both keys: errors naming the line.
+    let bad = |resource: &str, says: &str| {
+        let ws = Workspace::new();
+        ws.write(
+            "demo/1.0.toml",
+            &format!("{src}[[resources]]\n{resource}sha256 = \"{SUM}\"\n"),
+        );
+        let o = ws.run(&["show", "demo", "1.0"]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let err = stderr(&o);
+        let file = ws.recipes().join("demo/1.0.toml");
+        assert!(
+            err.starts_with(&format!("error: {}:5: ", file.display())),
+            "{err}"
+        );
+        assert!(err.contains(says), "expected `{says}` in:\n{err}");
+    };
+    bad("path = \"profiles/none.tar.zst\"\n", "does not exist");
+    bad("path = \"../x/p.tar.zst\"\n", "relative path below the recipe's folder");
+    bad("path = \"/etc/passwd\"\n", "relative path below the recipe's folder");
+    bad(
+        "path = \"p\"\nurl = \"https://example.invalid/p\"\n",
+        "either a `url` or a `path`, not both",
+    );
+}
+
+#[test]
 fn shell_expansions_pass_through_templates() {
     let ws = Workspace::new();
     ws.write(

@@ -58,7 +58,8 @@ struct SourceLayer {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ResourceLayer {
-    url: Spanned<String>,
+    url: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
     #[serde(default)]
     mirrors: Vec<Spanned<String>>,
     sha256: Option<Spanned<String>>,
@@ -234,6 +235,51 @@ fn read_source(path: &Path) -> Result<SourceFile, RecipeError> {
     })
 }
 
+/// The `file://` URL of a `[[resources]] path`: a file kept with the recipes, resolved next to
+/// the file that names it (the target's folder when that file is a symbolic link, so an overlay
+/// that links a shipped `runtime.toml` finds the shipped files).
+fn local_resource_url(
+    file: &SourceFile,
+    value: &Spanned<String>,
+    path: &str,
+) -> Result<String, RecipeError> {
+    if path.is_empty()
+        || path.starts_with('/')
+        || path.split('/').any(|c| c == ".." || c.is_empty())
+    {
+        return Err(file.error(
+            value.span(),
+            format!("resource path `{path}` must be a relative path below the recipe's folder"),
+        ));
+    }
+    let real = std::fs::canonicalize(&file.path).map_err(|e| {
+        file.error(
+            value.span(),
+            format!("cannot resolve {}: {e}", file.path.display()),
+        )
+    })?;
+    let full = real
+        .parent()
+        .expect("a recipe file is in a folder")
+        .join(path);
+    if !full.is_file() {
+        let mut e = file.error(
+            value.span(),
+            format!("resource file {} does not exist", full.display()),
+        );
+        if let RecipeError::Invalid { hint, .. } = &mut e {
+            *hint = Some(format!(
+                "a `path` is relative to the folder of {}",
+                real.display()
+            ));
+        }
+        return Err(e);
+    }
+    url::Url::from_file_path(&full)
+        .map(String::from)
+        .map_err(|()| file.error(value.span(), format!("{} is not an absolute path", full.display())))
+}
+
 /// Checks every template in a layer, so a bad one is reported against its own file even when
 /// another file's value would have been used.
 fn check_layer_templates(file: &SourceFile, layer: &Layer) -> Result<(), RecipeError> {
@@ -244,7 +290,8 @@ fn check_layer_templates(file: &SourceFile, layer: &Layer) -> Result<(), RecipeE
         all.extend(s.mirrors.iter().flatten());
     }
     for r in layer.resources.iter().flatten() {
-        all.push(&r.url);
+        all.extend(r.url.iter());
+        all.extend(r.path.iter());
         all.extend(r.mirrors.iter());
         all.extend(r.dest.iter());
     }
@@ -413,7 +460,22 @@ pub fn load(
     };
     let mut resources = Vec::new();
     for r in res {
-        let url_span = r.url.span();
+        let url_span = match (&r.url, &r.path) {
+            (Some(u), None) => u.span(),
+            (None, Some(p)) => p.span(),
+            (Some(_), Some(p)) => {
+                return Err(res_file.error(
+                    p.span(),
+                    "a resource has either a `url` or a `path`, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(res_file.error(
+                    0..0,
+                    "a [[resources]] entry needs a `url` (a download) or a `path` (a file next to the recipe)",
+                ));
+            }
+        };
         let (checksum, _, _) = checksum_of(res_file, "[[resources]]", r.sha256, r.sha512, r.sha1)?
             .ok_or_else(|| res_file.error(url_span.clone(), "resource has no checksum"))?;
         if checksum.algo().is_weak() {
@@ -429,7 +491,11 @@ pub fn load(
                 "a resource is either a patch (`patch`) or an archive (`unpack`), not both",
             ));
         }
-        let url = t.one(res_file, &r.url)?;
+        let url = match (&r.url, &r.path) {
+            (Some(u), _) => t.one(res_file, u)?,
+            (None, Some(p)) => local_resource_url(res_file, p, &t.one(res_file, p)?)?,
+            (None, None) => unreachable!("checked above"),
+        };
         let dest = match &r.dest {
             Some(d) => t.one(res_file, d)?,
             None if r.unpack => String::new(),
