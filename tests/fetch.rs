@@ -106,11 +106,16 @@ fn a_resource_kept_next_to_the_recipe_is_verified_like_a_download() {
     let o = ws.run(&["fetch", "demo", "1.0.0"]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains(&local.canonicalize().unwrap().display().to_string()), "{err}");
+    assert!(
+        err.contains(&local.canonicalize().unwrap().display().to_string()),
+        "{err}"
+    );
     assert!(err.contains(&format!("expected sha256:{other}")), "{err}");
     assert!(err.contains("checksum mismatch"), "{err}");
     assert!(
-        !ws.cache_files().iter().any(|f| f.starts_with(&format!("sha256-{other}/")) && !f.ends_with(".lock")),
+        !ws.cache_files()
+            .iter()
+            .any(|f| f.starts_with(&format!("sha256-{other}/")) && !f.ends_with(".lock")),
         "{:?}",
         ws.cache_files()
     );

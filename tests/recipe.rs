@@ -187,8 +187,14 @@ fn a_resource_path_is_a_file_next_to_the_recipe_that_names_it() {
         assert!(err.contains(says), "expected `{says}` in:\n{err}");
     };
     bad("path = \"profiles/none.tar.zst\"\n", "does not exist");
-    bad("path = \"../x/p.tar.zst\"\n", "relative path below the recipe's folder");
-    bad("path = \"/etc/passwd\"\n", "relative path below the recipe's folder");
+    bad(
+        "path = \"../x/p.tar.zst\"\n",
+        "relative path below the recipe's folder",
+    );
+    bad(
+        "path = \"/etc/passwd\"\n",
+        "relative path below the recipe's folder",
+    );
     bad(
         "path = \"p\"\nurl = \"https://example.invalid/p\"\n",
         "either a `url` or a `path`, not both",

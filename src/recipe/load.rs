@@ -277,7 +277,12 @@ fn local_resource_url(
     }
     url::Url::from_file_path(&full)
         .map(String::from)
-        .map_err(|()| file.error(value.span(), format!("{} is not an absolute path", full.display())))
+        .map_err(|()| {
+            file.error(
+                value.span(),
+                format!("{} is not an absolute path", full.display()),
+            )
+        })
 }
 
 /// Checks every template in a layer, so a bad one is reported against its own file even when
