@@ -456,23 +456,32 @@ impl Builder {
             self.limits.for_recipe(recipe),
             !recipe.build.root.is_empty(),
         ));
-        let (container, compiler_cache) = self
-            .start_build_container(recipe, opts, spec, &job, &mut log)
+        for required in &opts.requires {
+            log.line(&format!(
+                "# requires {} at {}",
+                required.artifact.display(),
+                required.prefix
+            ));
+        }
+        let (container, compiler_cache, unpacked) = self
+            .start_build_container(recipe, opts, spec, &job, &fetched, &mut log)
             .await?;
         let mut reached = None;
-        let failure = self
-            .setup_in(
-                &container,
-                recipe,
-                opts,
-                &job,
-                &fetched,
-                &mut log,
-                until,
-                &mut reached,
-            )
-            .await
-            .err();
+        let failure = match unpacked {
+            Err(e) => Some(e),
+            Ok(()) => self
+                .phases_in(
+                    &container,
+                    recipe,
+                    opts,
+                    &job,
+                    &mut log,
+                    until,
+                    &mut reached,
+                )
+                .await
+                .err(),
+        };
         if let Some(e) = &failure {
             log.line(&format!("# failed: {e}"));
             let _ = log.flush();
@@ -488,18 +497,28 @@ impl Builder {
         })
     }
 
-    /// Creates and starts the build container from `spec`, with the compiler cache when
-    /// `opts` and the recipe allow it (see [`ccache`]): its folder held, the probe run. When the
-    /// probe finds the cache unusable (no ccache in the image, a folder the build user cannot
-    /// write), the container is made again without it, with one warning.
+    /// Creates and starts the build container from `spec` and unpacks the sources in it (the
+    /// result of that is the third value), with the compiler cache when `opts` and the recipe
+    /// allow it (see [`ccache`]): its folder held, the probe run while the sources are sent.
+    /// When the probe finds the cache unusable (no ccache in the image, a folder the build user
+    /// cannot write), the container is made again without it, with one warning.
+    #[allow(clippy::type_complexity)]
     async fn start_build_container(
         &self,
         recipe: &Recipe,
         opts: &BuildOptions,
         spec: ContainerSpec,
         job: &str,
+        fetched: &[Fetched],
         log: &mut BuildLog,
-    ) -> Result<(ContainerGuard, Option<(ccache::Folder, ccache::Stats)>), BuildError> {
+    ) -> Result<
+        (
+            ContainerGuard,
+            Option<(ccache::Folder, ccache::Stats)>,
+            Result<(), BuildError>,
+        ),
+        BuildError,
+    > {
         if !(opts.compiler_cache && recipe.build.compiler_cache) {
             let why = match opts.compiler_cache {
                 false => "off for this build",
@@ -508,7 +527,10 @@ impl Builder {
             log.line(&format!("# compiler cache: {why}"));
             let container = self.docker.create_container(&spec).await?;
             container.start().await?;
-            return Ok((container, None));
+            let unpacked = self
+                .unpack_step(&container, recipe, opts, job, fetched)
+                .await;
+            return Ok((container, None, unpacked));
         }
         let cache = self.fetcher.cache();
         let dir = std::path::absolute(cache.compiler_cache_dir(
@@ -538,13 +560,19 @@ impl Builder {
         );
         let container = self.docker.create_container(&cached).await?;
         container.start().await?;
-        match ccache::probe(&container, recipe.stack.as_str(), folder.dir()).await? {
+        // The probe links the compilers in a tmpfs of its own while the sources go to the
+        // work directory: neither waits for the other.
+        let (probed, unpacked) = tokio::join!(
+            ccache::probe(&container, recipe.stack.as_str(), folder.dir()),
+            self.unpack_step(&container, recipe, opts, job, fetched)
+        );
+        match probed? {
             ccache::Probe::Ready(stats) => {
                 log.line(&format!(
                     "# compiler cache: {} (ccache)",
                     folder.dir().display()
                 ));
-                Ok((container, Some((folder, stats))))
+                Ok((container, Some((folder, stats)), unpacked))
             }
             ccache::Probe::Unusable(why) => {
                 log.line(&format!("# compiler cache: not used: {why}"));
@@ -556,7 +584,10 @@ impl Builder {
                 drop(folder);
                 let container = self.docker.create_container(&spec).await?;
                 container.start().await?;
-                Ok((container, None))
+                let unpacked = self
+                    .unpack_step(&container, recipe, opts, job, fetched)
+                    .await;
+                Ok((container, None, unpacked))
             }
         }
     }
@@ -587,16 +618,20 @@ impl Builder {
         let result = match failure {
             Some(e) => Err(e),
             None => {
-                let cache_stats = self
-                    .compiler_cache_stats(&container, compiler_cache, &job, &mut log)
-                    .await;
-                let packaged = self
-                    .package_in(&container, recipe, opts, &job, &mut log)
-                    .await;
+                // ccache's counters are read while the prefix is copied out.
+                let (cache_stats, packaged) = tokio::join!(
+                    Self::compiler_cache_stats(&container, compiler_cache),
+                    self.package_in(&container, recipe, opts, &job, &mut log)
+                );
+                if let Some(delta) = &cache_stats {
+                    let line = format!("# compiler cache: {delta}");
+                    log.line(&line);
+                    self.reporter.output(&job, &line);
+                }
                 if let Err(e) = &packaged {
                     log.line(&format!("# failed: {e}"));
-                    let _ = log.flush();
                 }
+                let _ = log.flush();
                 packaged.map(|(artifact, work)| (artifact, work, cache_stats))
             }
         };
@@ -631,37 +666,26 @@ impl Builder {
         }
     }
 
-    /// What the compiler cache did since the container started (logged and reported); the
-    /// folder's lock is released. `None` without a cache, or when ccache does not answer.
+    /// What the compiler cache did since the container started; the folder's lock is
+    /// released. `None` without a cache, or when ccache does not answer.
     async fn compiler_cache_stats(
-        &self,
         container: &ContainerGuard,
         compiler_cache: Option<(ccache::Folder, ccache::Stats)>,
-        job: &str,
-        log: &mut BuildLog,
     ) -> Option<ccache::Stats> {
         let (_folder, before) = compiler_cache?;
         let now = ccache::stats(container).await.ok().flatten()?;
-        let delta = now.since(before);
-        let line = format!("# compiler cache: {delta}");
-        log.line(&line);
-        self.reporter.output(job, &line);
-        Some(delta)
+        Some(now.since(before))
     }
 
-    /// Unpacks the sources and runs the phases up to `until`, recording each completed phase
-    /// in `reached`.
-    #[allow(clippy::too_many_arguments)]
-    async fn setup_in(
+    /// Unpacks the sources (and what the recipe requires) in [`SOURCE_DIR`] as the build
+    /// user: the `unpack` step.
+    async fn unpack_step(
         &self,
         container: &ContainerGuard,
         recipe: &Recipe,
         opts: &BuildOptions,
         job: &str,
         fetched: &[Fetched],
-        log: &mut BuildLog,
-        until: Option<Phase>,
-        reached: &mut Option<Phase>,
     ) -> Result<(), BuildError> {
         let reporter = &*self.reporter;
         // The work directory first, then the prefix while the sources are sent; both belong
@@ -682,15 +706,26 @@ impl Builder {
             return Err(e);
         }
         for required in &opts.requires {
-            log.line(&format!(
-                "# requires {} at {}",
-                required.artifact.display(),
-                required.prefix
-            ));
             required.extract(container).await?;
         }
         reporter.step_finished(job, "unpack", started.elapsed());
+        Ok(())
+    }
 
+    /// Runs the phases up to `until` in a container whose sources are unpacked, recording
+    /// each completed phase in `reached`.
+    #[allow(clippy::too_many_arguments)]
+    async fn phases_in(
+        &self,
+        container: &ContainerGuard,
+        recipe: &Recipe,
+        opts: &BuildOptions,
+        job: &str,
+        log: &mut BuildLog,
+        until: Option<Phase>,
+        reached: &mut Option<Phase>,
+    ) -> Result<(), BuildError> {
+        let reporter = &*self.reporter;
         let Some(until) = until else {
             return Ok(());
         };
