@@ -65,6 +65,8 @@ impl Default for RetryPolicy {
 pub struct Download {
     /// The recipe's URL first, then its mirrors.
     pub urls: Vec<String>,
+    /// A file kept with the recipes (`[[resources]] path`): read instead of `urls`.
+    pub local: Option<PathBuf>,
     /// What the file must hash to.
     pub checksum: Checksum,
     /// The name to store it under.
@@ -78,6 +80,7 @@ impl Download {
         urls.extend(mirrors.iter().cloned());
         Download {
             urls,
+            local: None,
             checksum: checksum.clone(),
             file_name: safe_file_name(url_file_name(url)),
         }
@@ -91,7 +94,9 @@ impl Download {
             &recipe.source.checksum,
         )];
         for r in &recipe.resources {
-            all.push(Download::new(&r.url, &r.mirrors, &r.checksum));
+            let mut d = Download::new(&r.url, &r.mirrors, &r.checksum);
+            d.local.clone_from(&r.local);
+            all.push(d);
         }
         all
     }
@@ -312,11 +317,17 @@ impl Fetcher {
             .iter()
             .map(|m| format!("{m}/{}/{}", d.checksum.algo(), d.checksum.hex()))
             .collect();
-        urls.extend(d.urls.iter().cloned());
+        let mirrored = urls.len();
+        match &d.local {
+            // A file kept with the recipes: its own URL names it, nothing is downloaded.
+            Some(_) => urls.extend(d.urls.first().cloned()),
+            None => urls.extend(d.urls.iter().cloned()),
+        }
 
         let target = dir.join(&d.file_name);
         let mut attempts = Vec::new();
-        for url in &urls {
+        for (i, url) in urls.iter().enumerate() {
+            let local = d.local.as_deref().filter(|_| i >= mirrored);
             let shown = redact_url(url);
             let mut try_no = 0;
             loop {
@@ -326,7 +337,9 @@ impl Fetcher {
                     std::process::id(),
                     self.next_id.fetch_add(1, Ordering::Relaxed)
                 ));
-                let outcome = self.attempt(url, &shown, &tmp, Some(&d.checksum)).await;
+                let outcome = self
+                    .attempt(url, local, &shown, &tmp, Some(&d.checksum))
+                    .await;
                 match outcome {
                     Ok(AttemptOutcome::Done(size)) => {
                         fs_err::tokio::rename(&tmp, &target)
@@ -379,20 +392,24 @@ impl Fetcher {
         })
     }
 
-    /// One GET of `url` into `tmp`, hashing as it streams. With `expected`, the hash is
-    /// checked and the file fsynced.
+    /// One GET of `url` (or a copy of `local`, a file kept with the recipes) into `tmp`,
+    /// hashing as it streams. With `expected`, the hash is checked and the file fsynced.
     async fn attempt(
         &self,
         url: &str,
+        local: Option<&std::path::Path>,
         shown: &str,
         tmp: &std::path::Path,
         expected: Option<&Checksum>,
     ) -> Result<AttemptOutcome, FetchError> {
         let algo = expected.map_or(Algo::Sha256, Checksum::algo);
         let mut sink = HashSink::new(algo, Some(tmp))?;
-        match self.stream(url, shown, &mut sink).await {
-            Ok(()) => {}
-            Err(o) => return Ok(o),
+        let read = match local {
+            Some(path) => copy_local(path, &mut sink).await,
+            None => self.stream(url, shown, &mut sink).await,
+        };
+        if let Err(o) = read {
+            return Ok(o);
         }
         let (hex, size) = sink.finish()?;
         match expected {
@@ -410,13 +427,6 @@ impl Fetcher {
         shown: &str,
         sink: &mut HashSink,
     ) -> Result<(), AttemptOutcome> {
-        if let Some(path) = url
-            .strip_prefix("file:")
-            .and_then(|_| url::Url::parse(url).ok())
-            .and_then(|u| u.to_file_path().ok())
-        {
-            return copy_local(&path, sink).await;
-        }
         let response = match self.client.get(url).send().await {
             Ok(r) => r,
             Err(e) if e.is_builder() => {
@@ -518,7 +528,6 @@ impl Fetcher {
     }
 }
 
-/// reqwest's error with its causes, which is where the useful part is.
 /// A `file://` resource (a file kept with the recipes) read into `sink`: hashed and stored as
 /// a download is, so the build sees only what the checksum pins.
 async fn copy_local(path: &std::path::Path, sink: &mut HashSink) -> Result<(), AttemptOutcome> {
@@ -546,6 +555,7 @@ async fn copy_local(path: &std::path::Path, sink: &mut HashSink) -> Result<(), A
     }
 }
 
+/// reqwest's error with its causes, which is where the useful part is.
 fn describe(e: &reqwest::Error) -> String {
     let mut text = if e.is_timeout() {
         "timed out".to_string()

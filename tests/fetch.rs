@@ -129,6 +129,19 @@ fn a_resource_kept_next_to_the_recipe_is_verified_like_a_download() {
         "{:?}",
         ws.cache_files()
     );
+    // Only `path` reads the host's files: a `file:` URL is no way around its rules.
+    let other_file = ws.write("demo/q.bin", "other counts");
+    std::fs::write(
+        &recipe,
+        format!(
+            "{text}\n[[resources]]\nurl = \"file://{}\"\nsha256 = \"{other}\"\n",
+            other_file.canonicalize().unwrap().display()
+        ),
+    )
+    .unwrap();
+    let o = ws.run(&["fetch", "demo", "1.0.0"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("unusable URL"), "{}", stderr(&o));
 }
 
 #[test]

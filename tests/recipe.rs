@@ -199,6 +199,7 @@ fn a_resource_path_is_a_file_next_to_the_recipe_that_names_it() {
         "path = \"p\"\nurl = \"https://example.invalid/p\"\n",
         "either a `url` or a `path`, not both",
     );
+    bad("", "needs a `url` (a download) or a `path`");
 }
 
 #[test]

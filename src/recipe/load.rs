@@ -235,14 +235,14 @@ fn read_source(path: &Path) -> Result<SourceFile, RecipeError> {
     })
 }
 
-/// The `file://` URL of a `[[resources]] path`: a file kept with the recipes, resolved next to
-/// the file that names it (the target's folder when that file is a symbolic link, so an overlay
-/// that links a shipped `runtime.toml` finds the shipped files).
-fn local_resource_url(
+/// A `[[resources]] path` resolved, with its `file://` URL: a file kept with the recipes, next
+/// to the file that names it (the target's folder when that file is a symbolic link, so an
+/// overlay that links a shipped `runtime.toml` finds the shipped files).
+fn local_resource(
     file: &SourceFile,
     value: &Spanned<String>,
     path: &str,
-) -> Result<String, RecipeError> {
+) -> Result<(String, PathBuf), RecipeError> {
     if path.is_empty()
         || path.starts_with('/')
         || path.split('/').any(|c| c == ".." || c.is_empty())
@@ -276,7 +276,7 @@ fn local_resource_url(
         return Err(e);
     }
     url::Url::from_file_path(&full)
-        .map(String::from)
+        .map(|u| (String::from(u), full.clone()))
         .map_err(|()| {
             file.error(
                 value.span(),
@@ -475,8 +475,15 @@ pub fn load(
                 ));
             }
             (None, None) => {
+                // The entry's line: that of any key it has.
+                let near = [&r.sha256, &r.sha512, &r.sha1, &r.dest]
+                    .into_iter()
+                    .flatten()
+                    .map(Spanned::span)
+                    .next()
+                    .unwrap_or(0..0);
                 return Err(res_file.error(
-                    0..0,
+                    near,
                     "a [[resources]] entry needs a `url` (a download) or a `path` (a file next to the recipe)",
                 ));
             }
@@ -496,9 +503,12 @@ pub fn load(
                 "a resource is either a patch (`patch`) or an archive (`unpack`), not both",
             ));
         }
-        let url = match (&r.url, &r.path) {
-            (Some(u), _) => t.one(res_file, u)?,
-            (None, Some(p)) => local_resource_url(res_file, p, &t.one(res_file, p)?)?,
+        let (url, local) = match (&r.url, &r.path) {
+            (Some(u), _) => (t.one(res_file, u)?, None),
+            (None, Some(p)) => {
+                let (url, path) = local_resource(res_file, p, &t.one(res_file, p)?)?;
+                (url, Some(path))
+            }
             (None, None) => unreachable!("checked above"),
         };
         let dest = match &r.dest {
@@ -514,6 +524,7 @@ pub fn load(
         }
         resources.push(Resource {
             url,
+            local,
             mirrors: r
                 .mirrors
                 .iter()

@@ -62,8 +62,11 @@ pub struct Source {
 /// An extra file: a patch, a bootstrap tarball.
 #[derive(Debug, Clone)]
 pub struct Resource {
-    /// Where to get it, templated; the cache's content-addressed mirrors are tried first.
+    /// Where to get it, templated; the cache's content-addressed mirrors are tried first. For a
+    /// file kept with the recipes (`path`), its `file://` URL, shown but never downloaded.
     pub url: String,
+    /// A file kept with the recipes (`path`, resolved): read from there instead of `url`.
+    pub local: Option<std::path::PathBuf>,
     /// More places to get it, tried after `url`.
     pub mirrors: Vec<String>,
     /// The one checksum (sha256, sha512 or sha1) the download must hash to.
