@@ -504,7 +504,15 @@ impl Pipeline {
             .expect("the packer writes a sha256 in hex"),
             metadata: inventory::entry_metadata(&metadata),
         };
-        inventory::add(store, &recipe.stack, recipe.runtime.as_str(), entry).await?;
+        // The entry names what the store holds, checked after reading the inventory.
+        inventory::add_published(
+            store,
+            &recipe.stack,
+            recipe.runtime.as_str(),
+            &recipe.artifact,
+            entry,
+        )
+        .await?;
         let made = Made {
             size: built.artifact.size,
             sha256: built.artifact.sha256.clone(),

@@ -1,7 +1,9 @@
 //! Every guarantee of the S3 store, proven by faults: a fault-injecting proxy on loopback
-//! (tests/common/proxy.rs) in front of moto answers 400/409/412/5xx, holds requests, or cuts
-//! them mid-body, and the store's real aws-sdk-s3 client goes through it. Without
-//! `moto_server` these tests fail, loudly.
+//! (tests/common/proxy.rs) in front of moto answers 400/409/412/5xx, holds requests, cuts them
+//! mid-body or changes a byte of their body, and the store's real aws-sdk-s3 client goes
+//! through it. moto runs with the body checks S3 makes and moto 5.2.1 lacks
+//! (tests/common/moto_verify.py: `Content-MD5` and `x-amz-checksum-sha256` compared with the
+//! bytes received). Without `moto_server` these tests fail, loudly.
 
 mod common;
 
@@ -10,15 +12,15 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::moto::{self, Moto, artifact};
-use common::proxy::{Action, Op, Proxy, Rule};
+use common::proxy::{Action, Gate, Op, Proxy, Rule};
 use common::{bytes, sha256_hex};
 use packager::publish::inventory::{self, Entry};
-use packager::publish::{PublishError, PublishOutcome, S3Options, S3Store, Store};
+use packager::publish::{ChecksumMode, PublishError, PublishOutcome, S3Options, S3Store, Store};
 
 fn moto() -> &'static Moto {
     static MOTO: OnceLock<Moto> = OnceLock::new();
     MOTO.get_or_init(|| {
-        let m = Moto::start();
+        let m = Moto::start_verifying();
         moto::set_env(&m);
         m
     })
@@ -194,6 +196,8 @@ async fn a_409_on_completion_starts_the_upload_again() {
     assert_eq!(sha256_hex(&stored), a.sha256);
 }
 
+/// Four failures in a row: more than the SDK's default 3 attempts absorb, within the 5
+/// packager configures (`S3Store::open`'s retry configuration).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_are_retried_with_backoff() {
     let proxy = setup("retries").await;
@@ -206,18 +210,19 @@ async fn server_errors_are_retried_with_backoff() {
                 "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>".into(),
             ),
         )
-        .times(2),
+        .times(4),
     );
+    // All four on part 1, so that no part gets through with fewer attempts.
     proxy.add(
         Rule::new(
             Op::UploadPart,
-            "big-1.0.0",
+            "partNumber=1",
             Action::Respond(
                 500,
                 "<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>".into(),
             ),
         )
-        .times(2),
+        .times(4),
     );
     let tmp = tempfile::tempdir().unwrap();
     let s = store("retries", &proxy.endpoint, Some(5 * MIB)).await;
@@ -226,7 +231,7 @@ async fn server_errors_are_retried_with_backoff() {
         s.publish(&small, false).await.unwrap().outcome,
         PublishOutcome::Published
     );
-    assert_eq!(proxy.count(Op::PutObject, "small-1.0.0"), 3);
+    assert_eq!(proxy.count(Op::PutObject, "small-1.0.0"), 5);
     let big = artifact(
         tmp.path(),
         "big-1.0.0.tar.gz",
@@ -236,8 +241,127 @@ async fn server_errors_are_retried_with_backoff() {
         s.publish(&big, false).await.unwrap().outcome,
         PublishOutcome::Published
     );
-    assert_eq!(proxy.count(Op::UploadPart, "big-1.0.0"), 4);
+    assert_eq!(proxy.count(Op::UploadPart, "big-1.0.0"), 6);
     assert_eq!(pending_uploads("retries").await, 0);
+}
+
+/// The proxy changes one byte in the body of part 2 of a multipart upload, of a single
+/// PutObject and of an inventory document, leaving their headers (and so the checksum each
+/// carries, `header`) as packager sent them. The store refuses each (400 BadDigest): the
+/// publish fails naming the object, nothing is published and no part is left.
+async fn a_corrupted_body_is_refused_by_its_checksum(
+    bucket: &str,
+    checksums: ChecksumMode,
+    header: &str,
+) {
+    let proxy = setup(bucket).await;
+    proxy.add(Rule::new(Op::UploadPart, "partNumber=2", Action::Corrupt).times(usize::MAX));
+    proxy.add(Rule::new(Op::PutObject, "small-1.0.0", Action::Corrupt).times(usize::MAX));
+    proxy.add(Rule::new(Op::PutObject, "inventory/", Action::Corrupt).times(usize::MAX));
+    let s = S3Store::open(
+        &format!("s3://{bucket}/runtimes"),
+        S3Options {
+            endpoint: Some(proxy.endpoint.clone()),
+            part_size: 5 * MIB,
+            checksums,
+            ..S3Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+
+    let big = artifact(
+        tmp.path(),
+        "big-1.0.0.tar.gz",
+        &bytes((11 * MIB) as usize, 11),
+    );
+    let err = s.publish(&big, false).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("upload part 2 of s3://") && text.contains("big-1.0.0.tar.gz"),
+        "{text}"
+    );
+    assert!(text.contains("BadDigest"), "{text}");
+    assert!(
+        err.hint()
+            .unwrap_or_default()
+            .contains("corrupted in transit"),
+        "{:?}",
+        err.hint()
+    );
+    let parts: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|r| r.op == Op::UploadPart && r.path.contains("big-1.0.0"))
+        .collect();
+    assert!(
+        parts.iter().any(|r| r.faulted),
+        "part 2 went through the proxy: {parts:?}"
+    );
+    assert!(
+        parts.iter().all(|r| r.headers.iter().any(|h| h == header)),
+        "every part carries {header}: {parts:?}"
+    );
+    assert_eq!(proxy.count(Op::AbortMultipartUpload, "big-1.0.0"), 1);
+    assert_eq!(pending_uploads(bucket).await, 0, "no pending parts");
+    assert!(
+        object(bucket, "runtimes/mini/big-1.0.0.tar.gz")
+            .await
+            .is_none()
+    );
+
+    let small = artifact(tmp.path(), "small-1.0.0.tar.gz", &bytes(10_000, 12));
+    let err = s.publish(&small, false).await.unwrap_err();
+    assert!(
+        err.to_string().contains("small-1.0.0.tar.gz") && err.to_string().contains("BadDigest"),
+        "{err}"
+    );
+    assert!(
+        object(bucket, "runtimes/mini/small-1.0.0.tar.gz")
+            .await
+            .is_none()
+    );
+
+    let err = s
+        .write_doc("mini/inventory/small.toml", b"[[artifacts]]\n", None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("BadDigest"), "{err}");
+    assert!(
+        object(bucket, "runtimes/mini/inventory/small.toml")
+            .await
+            .is_none()
+    );
+    assert!(
+        proxy
+            .seen()
+            .iter()
+            .filter(|r| r.op == Op::PutObject)
+            .all(|r| r.faulted && r.headers.iter().any(|h| h == header)),
+        "{:?}",
+        proxy.seen()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_part_fails_its_sha256_checksum_and_nothing_is_published() {
+    a_corrupted_body_is_refused_by_its_checksum(
+        "corrupt-sha256",
+        ChecksumMode::Always,
+        "x-amz-checksum-sha256",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_when_required_checksums_a_corrupted_part_fails_its_content_md5() {
+    a_corrupted_body_is_refused_by_its_checksum(
+        "corrupt-md5",
+        ChecksumMode::WhenRequired,
+        "content-md5",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,4 +500,188 @@ async fn a_required_runtime_is_downloaded_once_and_never_seen_partial() {
         .filter(|n| n.starts_with(".download-"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// An artifact of the `demo` runtime at `version`, with the metadata `inventory --rebuild`
+/// makes entries from.
+fn demo(dir: &std::path::Path, version: &str, seed: u64) -> packager::publish::Upload {
+    let mut a = artifact(dir, &format!("demo-{version}.tar.gz"), &bytes(2000, seed));
+    a.metadata.insert("runtime".into(), "demo".into());
+    a.metadata.insert("version".into(), version.into());
+    a
+}
+
+/// The inventory entry a publisher writes for `a`.
+fn entry_of(store: &S3Store, a: &packager::publish::Upload, version: &str) -> Entry {
+    Entry {
+        version: version.into(),
+        os: "linux".into(),
+        arch: packager::arch::Arch::Amd64,
+        url: store.public_url(&a.stack, &a.name),
+        checksum: format!("sha256:{}", a.sha256).parse().unwrap(),
+        metadata: inventory::entry_metadata(&a.metadata),
+    }
+}
+
+/// `inventory --rebuild` lists the store, and its write of the inventory is held by the proxy
+/// while a publisher publishes `demo 2.0.0` and enters it: the rebuilt inventory keeps both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_racing_a_publish_keeps_the_new_entry() {
+    let proxy = setup("rebuild-race").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let direct = store("rebuild-race", &moto().endpoint, None).await;
+    let one = demo(tmp.path(), "1.0.0", 21);
+    direct.publish(&one, false).await.unwrap();
+    inventory::add_published(
+        &direct,
+        "mini",
+        "demo",
+        &one.name,
+        entry_of(&direct, &one, "1.0.0"),
+    )
+    .await
+    .unwrap();
+
+    let gate = Gate::new();
+    proxy.add(Rule::new(
+        Op::PutObject,
+        "inventory/demo.toml",
+        Action::Hold(gate.clone()),
+    ));
+    let through = store("rebuild-race", &proxy.endpoint, None).await;
+    let rebuild = tokio::spawn(async move {
+        inventory::rebuild(
+            &through,
+            "mini",
+            "linux",
+            packager::arch::Arch::Amd64,
+            &["demo".to_string()],
+        )
+        .await
+    });
+    let p = std::sync::Arc::new(proxy);
+    let waiter = p.clone();
+    tokio::task::spawn_blocking(move || waiter.wait_for(Op::PutObject, "inventory/demo.toml", 1))
+        .await
+        .unwrap();
+    // The rebuild has listed the store and is writing: a publish lands now.
+    let two = demo(tmp.path(), "2.0.0", 22);
+    direct.publish(&two, false).await.unwrap();
+    inventory::add_published(
+        &direct,
+        "mini",
+        "demo",
+        &two.name,
+        entry_of(&direct, &two, "2.0.0"),
+    )
+    .await
+    .unwrap();
+    gate.open();
+    let (rebuilt, skipped) = rebuild.await.unwrap().unwrap();
+    assert!(skipped.is_empty(), "{skipped:?}");
+    assert_eq!(rebuilt.len(), 1, "{rebuilt:?}");
+    assert_eq!(rebuilt[0].entries, 2, "{rebuilt:?}");
+    // The held write lost (412): the rebuild read, listed and wrote again.
+    assert_eq!(p.count(Op::PutObject, "inventory/demo.toml"), 2);
+    let inv = inventory::read(&direct, "mini", "demo")
+        .await
+        .unwrap()
+        .unwrap();
+    let got: Vec<(String, String)> = inv
+        .artifacts
+        .iter()
+        .map(|e| (e.version.clone(), e.checksum.hex().to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("1.0.0".to_string(), one.sha256.clone()),
+            ("2.0.0".to_string(), two.sha256.clone())
+        ]
+    );
+}
+
+/// Two `--force` publishers of one name: A uploads first, then its inventory update is held
+/// by the proxy while B replaces the object and enters it. A's entry would name bytes the store
+/// no longer has: A's update looks the object up after reading the inventory, writes nothing
+/// and says so; the entry left names the stored bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inventory_entry_names_the_stored_bytes_when_a_forced_publish_replaces_them() {
+    let proxy = setup("force-race").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let direct = store("force-race", &moto().endpoint, None).await;
+    let old = demo(tmp.path(), "1.0.0", 31);
+    direct.publish(&old, false).await.unwrap();
+    inventory::add_published(
+        &direct,
+        "mini",
+        "demo",
+        &old.name,
+        entry_of(&direct, &old, "1.0.0"),
+    )
+    .await
+    .unwrap();
+
+    let gate = Gate::new();
+    proxy.add(Rule::new(
+        Op::Get,
+        "inventory/demo.toml",
+        Action::Hold(gate.clone()),
+    ));
+    let through = store("force-race", &proxy.endpoint, None).await;
+    let a = demo(tmp.path(), "1.0.0", 32);
+    let b = demo(tmp.path(), "1.0.0", 33);
+    let entry_a = entry_of(&through, &a, "1.0.0");
+    let (a_name, a_sum) = (a.name.clone(), a.sha256.clone());
+    let first = tokio::spawn(async move {
+        let published = through.publish(&a, true).await?;
+        assert_eq!(published.outcome, PublishOutcome::Replaced);
+        inventory::add_published(&through, "mini", "demo", &a_name, entry_a).await
+    });
+    let p = std::sync::Arc::new(proxy);
+    let waiter = p.clone();
+    tokio::task::spawn_blocking(move || waiter.wait_for(Op::Get, "inventory/demo.toml", 1))
+        .await
+        .unwrap();
+    // A's upload is done and verified; B replaces it and enters its own bytes.
+    assert_eq!(
+        direct.publish(&b, true).await.unwrap().outcome,
+        PublishOutcome::Replaced
+    );
+    inventory::add_published(
+        &direct,
+        "mini",
+        "demo",
+        &b.name,
+        entry_of(&direct, &b, "1.0.0"),
+    )
+    .await
+    .unwrap();
+    gate.open();
+    match first.await.unwrap() {
+        Err(e @ PublishError::Superseded { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("sha256:{}", b.sha256))
+                    && text.contains(&format!("sha256:{a_sum}"))
+                    && text.contains("demo-1.0.0.tar.gz"),
+                "{text}"
+            );
+            assert!(e.hint().unwrap().contains("--rebuild"), "{:?}", e.hint());
+        }
+        other => panic!("A must learn that its bytes were replaced, got {other:?}"),
+    }
+    let stored = object("force-race", "runtimes/mini/demo-1.0.0.tar.gz")
+        .await
+        .unwrap();
+    let inv = inventory::read(&direct, "mini", "demo")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(inv.artifacts.len(), 1, "{inv:?}");
+    assert_eq!(
+        inv.artifacts[0].checksum.hex(),
+        sha256_hex(&stored),
+        "the entry names the stored bytes"
+    );
 }

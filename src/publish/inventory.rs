@@ -18,14 +18,18 @@
 //! Updates are optimistic: read the document with its tag, change it, write it only if the tag
 //! is unchanged, else read again and retry — so parallel publishers on different machines never
 //! lose an entry. The artifact is always written before its entry, so a crash in between leaves
-//! an orphan object (which `rebuild` picks up), never an entry that points at nothing.
+//! an orphan object (which `rebuild` picks up), never an entry that points at nothing. A
+//! publisher's entry takes its checksum from the object the store holds, read after the
+//! document ([`add_published`]); `rebuild` reads each document before listing the store, so
+//! neither can write an entry that disagrees with the store or drop one published meanwhile.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{PublishError, Store, Written};
+use super::{PublishError, Store, Tag, Written};
 use crate::version::Version;
 
 /// How often a conditional update is tried before giving up.
@@ -120,6 +124,30 @@ fn parse_doc(store: &impl Store, key: &str, bytes: &[u8]) -> Result<Inventory, P
     Inventory::parse(text).map_err(|e| bad(e.message().to_string()))
 }
 
+/// A runtime's inventory and its tag, if it exists.
+async fn read_tagged(
+    store: &impl Store,
+    key: &str,
+) -> Result<Option<(Inventory, Tag)>, PublishError> {
+    match store.read_doc(key).await? {
+        None => Ok(None),
+        Some((bytes, tag)) => Ok(Some((parse_doc(store, key, &bytes)?, tag))),
+    }
+}
+
+/// Someone else won this round of a conditional write: back off a little (jittered).
+async fn back_off(attempt: u32) {
+    let jitter = u64::from(std::process::id() % 7 + attempt % 5);
+    tokio::time::sleep(Duration::from_millis(10 + 15 * jitter)).await;
+}
+
+fn contended(store: &impl Store, key: &str) -> PublishError {
+    PublishError::Contended {
+        location: format!("{}/{key}", store.describe().trim_end_matches('/')),
+        attempts: ATTEMPTS,
+    }
+}
+
 /// Changes a runtime's inventory with `change`, retrying on concurrent updates.
 pub async fn update(
     store: &impl Store,
@@ -127,30 +155,42 @@ pub async fn update(
     runtime: &str,
     mut change: impl FnMut(&mut Inventory),
 ) -> Result<Inventory, PublishError> {
+    update_with(store, stack, runtime, |mut inventory| {
+        change(&mut inventory);
+        std::future::ready(Ok(inventory))
+    })
+    .await
+}
+
+/// Changes a runtime's inventory with `change`, which may ask the store (it runs after each
+/// read of the document, before the conditional write), retrying on concurrent updates.
+async fn update_with<F, Fut>(
+    store: &impl Store,
+    stack: &str,
+    runtime: &str,
+    mut change: F,
+) -> Result<Inventory, PublishError>
+where
+    F: FnMut(Inventory) -> Fut,
+    Fut: Future<Output = Result<Inventory, PublishError>>,
+{
     let key = key(stack, runtime);
     for attempt in 0..ATTEMPTS {
-        let (mut inventory, tag) = match store.read_doc(&key).await? {
+        let (inventory, tag) = match read_tagged(store, &key).await? {
             None => (Inventory::default(), None),
-            Some((bytes, tag)) => (parse_doc(store, &key, &bytes)?, Some(tag)),
+            Some((inventory, tag)) => (inventory, Some(tag)),
         };
-        change(&mut inventory);
+        let mut inventory = change(inventory).await?;
         inventory.sort();
         match store
             .write_doc(&key, inventory.to_toml().as_bytes(), tag.as_ref())
             .await?
         {
             Written::Done => return Ok(inventory),
-            Written::Conflict => {
-                // Someone else won this round: back off a little (jittered) and retry.
-                let jitter = u64::from(std::process::id() % 7 + attempt % 5);
-                tokio::time::sleep(Duration::from_millis(10 + 15 * jitter)).await;
-            }
+            Written::Conflict => back_off(attempt).await,
         }
     }
-    Err(PublishError::Contended {
-        location: format!("{}/{key}", store.describe().trim_end_matches('/')),
-        attempts: ATTEMPTS,
-    })
+    Err(contended(store, &key))
 }
 
 /// Adds (or replaces) one entry.
@@ -161,6 +201,41 @@ pub async fn add(
     entry: Entry,
 ) -> Result<Inventory, PublishError> {
     update(store, stack, runtime, |inv| inv.upsert(entry.clone())).await
+}
+
+/// Adds the entry of the artifact `<stack>/<name>` that was just published, `entry.checksum`
+/// being the sha256 of the bytes sent. After each read of the document, a look-up of the
+/// artifact compares what the store holds with what was sent: when another publisher replaced
+/// it since (two `--force` publishers, or a store that ignores conditional writes), nothing is
+/// written and the error says so — the entry the last writer leaves always names the stored
+/// bytes, since every replacement is followed by its publisher's own update.
+pub async fn add_published(
+    store: &impl Store,
+    stack: &str,
+    runtime: &str,
+    name: &str,
+    entry: Entry,
+) -> Result<Inventory, PublishError> {
+    let location = || format!("{}/{stack}/{name}", store.describe().trim_end_matches('/'));
+    update_with(store, stack, runtime, |mut inventory| {
+        let entry = entry.clone();
+        async move {
+            let stored = store.lookup(stack, name).await?;
+            let stored = stored.map(|s| s.sha256);
+            if stored.as_deref() != Some(entry.checksum.hex())
+                || entry.checksum.algo() != crate::checksum::Algo::Sha256
+            {
+                return Err(PublishError::Superseded {
+                    location: location(),
+                    stored: stored.map(|s| format!("sha256:{s}")),
+                    sent: entry.checksum.to_string(),
+                });
+            }
+            inventory.upsert(entry);
+            Ok(inventory)
+        }
+    })
+    .await
 }
 
 /// What `rebuild` did for one runtime.
@@ -176,6 +251,13 @@ pub struct Rebuilt {
 /// (repair after manual deletion). Artifacts whose metadata does not name a runtime and version
 /// are returned as skipped. Each of `known` (the catalogue's runtimes) that has an inventory but
 /// no artifact left gets an empty one.
+///
+/// Safe while others publish: each inventory is read (with its tag) *before* the store is
+/// listed, and written only if unchanged since (`If-Match`). An entry is only ever added after
+/// its artifact is in the store, so every entry the document had when read has its artifact in
+/// the listing; an entry added after the read makes the write fail, and that runtime goes round
+/// again (read, list, write). A runtime first seen in the listing goes round again too, its
+/// document read first.
 pub async fn rebuild(
     store: &impl Store,
     stack: &str,
@@ -183,6 +265,63 @@ pub async fn rebuild(
     default_arch: crate::arch::Arch,
     known: &[String],
 ) -> Result<(Vec<Rebuilt>, Vec<String>), PublishError> {
+    let mut pending: BTreeSet<String> = known.iter().cloned().collect();
+    let mut done: BTreeMap<String, usize> = BTreeMap::new();
+    for attempt in 0..ATTEMPTS {
+        // The documents first, then the listing.
+        let mut docs = BTreeMap::new();
+        for runtime in &pending {
+            let key = key(stack, runtime);
+            docs.insert(runtime.clone(), read_tagged(store, &key).await?);
+        }
+        let (by_runtime, skipped) = listed(store, stack, os, default_arch).await?;
+        let mut again: BTreeSet<String> = by_runtime
+            .keys()
+            .filter(|r| !done.contains_key(*r) && !docs.contains_key(*r))
+            .cloned()
+            .collect();
+        for (runtime, doc) in docs {
+            let fresh = match (by_runtime.get(&runtime), &doc) {
+                (Some(fresh), _) => fresh.clone(),
+                // Every artifact gone: emptied, not left listing missing files.
+                (None, Some((old, _))) if !old.artifacts.is_empty() => Inventory::default(),
+                (None, _) => continue,
+            };
+            let tag = doc.as_ref().map(|(_, tag)| tag);
+            match store
+                .write_doc(&key(stack, &runtime), fresh.to_toml().as_bytes(), tag)
+                .await?
+            {
+                Written::Done => {
+                    done.insert(runtime, fresh.artifacts.len());
+                }
+                Written::Conflict => {
+                    again.insert(runtime);
+                }
+            }
+        }
+        if again.is_empty() {
+            let rebuilt = done
+                .into_iter()
+                .map(|(runtime, entries)| Rebuilt { runtime, entries })
+                .collect();
+            return Ok((rebuilt, skipped));
+        }
+        pending = again;
+        back_off(attempt).await;
+    }
+    let first = pending.into_iter().next().unwrap_or_default();
+    Err(contended(store, &key(stack, &first)))
+}
+
+/// The inventories the artifacts of `stack` make, by runtime, and the artifacts whose metadata
+/// names no runtime and version.
+async fn listed(
+    store: &impl Store,
+    stack: &str,
+    os: &str,
+    default_arch: crate::arch::Arch,
+) -> Result<(BTreeMap<String, Inventory>, Vec<String>), PublishError> {
     let mut by_runtime: BTreeMap<String, Inventory> = BTreeMap::new();
     let mut skipped = Vec::new();
     for (name, stored) in store.list(stack).await? {
@@ -213,23 +352,7 @@ pub async fn rebuild(
         };
         by_runtime.entry(runtime.clone()).or_default().upsert(entry);
     }
-    // Inventories whose artifacts are all gone: emptied, not left listing missing files.
-    for runtime in known {
-        if !by_runtime.contains_key(runtime)
-            && read(store, stack, runtime)
-                .await?
-                .is_some_and(|inv| !inv.artifacts.is_empty())
-        {
-            by_runtime.insert(runtime.clone(), Inventory::default());
-        }
-    }
-    let mut out = Vec::new();
-    for (runtime, fresh) in by_runtime {
-        let entries = fresh.artifacts.len();
-        update(store, stack, &runtime, |inv| *inv = fresh.clone()).await?;
-        out.push(Rebuilt { runtime, entries });
-    }
-    Ok((out, skipped))
+    Ok((by_runtime, skipped))
 }
 
 /// The provenance that goes into an inventory entry's metadata (what the artifact's metadata

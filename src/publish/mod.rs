@@ -148,6 +148,20 @@ pub enum PublishError {
         /// How often we tried.
         attempts: u32,
     },
+    /// After our upload, another publisher replaced the artifact (two `--force` publishers, or
+    /// a store that ignores conditional writes): its inventory entry is not written.
+    #[error(
+        "{location} now holds {}, not the {sent} this build uploaded: another publisher replaced it since; its inventory entry was not written",
+        stored.as_deref().unwrap_or("nothing")
+    )]
+    Superseded {
+        /// The artifact's place in the store.
+        location: String,
+        /// The stored checksum (`sha256:<hex>`), `None` when the object is gone.
+        stored: Option<String>,
+        /// What this build uploaded (`sha256:<hex>`).
+        sent: String,
+    },
     /// A remote store failed (S3): what we were doing, where, and what it said.
     #[error("{action} {location} failed: {message}")]
     Remote {
@@ -178,6 +192,10 @@ impl PublishError {
             ),
             PublishError::BadUrl(_) => Some(
                 "for example --store ./dist, --store file:///srv/artifacts or --store s3://my-bucket/runtimes"
+                    .into(),
+            ),
+            PublishError::Superseded { .. } => Some(
+                "the other publisher's entry stands; publish again to check (with --force only if this build must win), and `packager inventory --rebuild` makes the inventories match the store"
                     .into(),
             ),
             PublishError::Remote { hint, .. } => hint.clone(),

@@ -28,12 +28,27 @@ impl Moto {
     /// Starts a server with extra environment (`INITIAL_NO_AUTH_ACTION_COUNT=0` makes it
     /// check credentials against its IAM).
     pub fn start_with(env: &[(&str, &str)]) -> Moto {
+        Self::spawn(Command::new("moto_server"), env)
+    }
+
+    /// Starts moto's server with the checks S3 makes of an upload's body and moto 5.2.1 does
+    /// not (tests/common/moto_verify.py): a PutObject or UploadPart whose `Content-MD5` or
+    /// `x-amz-checksum-sha256` does not match the bytes received gets 400 BadDigest.
+    pub fn start_verifying() -> Moto {
+        let mut cmd = Command::new(moto_python());
+        cmd.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/common/moto_verify.py"
+        ));
+        Self::spawn(cmd, &[])
+    }
+
+    fn spawn(mut cmd: Command, env: &[(&str, &str)]) -> Moto {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut cmd = Command::new("moto_server");
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -43,7 +58,7 @@ impl Moto {
         }
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!(
-                "these tests need moto's S3 server: `moto_server` cannot be started ({e}); install it with: pip install 'moto[server]' (scripts/test does)"
+                "these tests need moto's S3 server: {cmd:?} cannot be started ({e}); install it with: pip install 'moto[server]' (scripts/test does)"
             )
         });
         let watchdog = Command::new("sh")
@@ -138,6 +153,40 @@ impl Moto {
             .await
             .unwrap_or_else(|e| panic!("create bucket {name}: {e:?}"));
     }
+}
+
+/// The Python that runs `moto_server` (its script's `#!` line): the one moto is installed in.
+fn moto_python() -> std::path::PathBuf {
+    let script = std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("moto_server"))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "these tests need moto's S3 server: `moto_server` is not on PATH; install it with: pip install 'moto[server]' (scripts/test does)"
+            )
+        });
+    let text = std::fs::read_to_string(&script)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", script.display()));
+    let interpreter = text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("#!"))
+        .and_then(|l| {
+            let mut words = l.split_whitespace();
+            let first = words.next()?;
+            // `#!/usr/bin/env python3`: the word after env.
+            if first.ends_with("/env") {
+                words.next()
+            } else {
+                Some(first)
+            }
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("{} has no #! line naming its Python", script.display()));
+    interpreter.into()
 }
 
 impl Drop for Moto {

@@ -1,15 +1,39 @@
 //! A fault-injecting HTTP proxy on loopback, in front of moto: the S3 store talks to it as it
 //! would to a production endpoint, and each test tells it which requests to answer itself (a
-//! status and body), to hold for a while, or to cut mid-body. Everything else is forwarded to
-//! moto unchanged. One request per connection: each answer carries `Connection: close`.
+//! status and body), to hold for a while or until the test opens a [`Gate`], to cut mid-body, or
+//! to forward with one byte of the body changed. Everything else is forwarded to moto unchanged. One request per connection: each answer carries `Connection: close`.
 //!
 //! Not a mock inside the process: the store's real aws-sdk-s3 client speaks HTTP over TCP to
 //! it, and moto behind it is a real S3-protocol server.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
+
+/// A gate a held request waits at until the test opens it (or 60 s pass: a failing test never
+/// hangs).
+#[derive(Debug, Clone, Default)]
+pub struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate::default()
+    }
+
+    /// Lets every request held at this gate through.
+    pub fn open(&self) {
+        *self.0.0.lock().unwrap() = true;
+        self.0.1.notify_all();
+    }
+
+    fn wait(&self) {
+        let (open, changed) = &*self.0;
+        let _ = changed
+            .wait_timeout_while(open.lock().unwrap(), Duration::from_secs(60), |o| !*o)
+            .unwrap();
+    }
+}
 
 /// The S3 operation a request is, from its method and query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +77,11 @@ pub enum Action {
     Delay(Duration),
     /// Forward the head and this many bytes of the body, then close both connections.
     Cut(usize),
+    /// Hold until the gate is opened, then forward.
+    Hold(Gate),
+    /// Forward with one byte in the middle of the body's data changed, the headers (and so
+    /// any checksum they carry) as they were: what a faulty network or middlebox does.
+    Corrupt,
 }
 
 /// A fault: requests of `op` whose path contains `path` (and, when set, that carry the
@@ -243,7 +272,7 @@ fn serve(
     });
 
     // The body, whole (S3 requests are sent with a length).
-    let body = read_body(&mut reader, chunked, length)?;
+    let mut body = read_body(&mut reader, chunked, length)?;
 
     match action {
         Some(Action::Respond(status, xml)) => {
@@ -279,6 +308,8 @@ fn serve(
             }
             client.set_nonblocking(false)?;
         }
+        Some(Action::Hold(gate)) => gate.wait(),
+        Some(Action::Corrupt) => corrupt(&mut body, chunked),
         Some(Action::Cut(n)) => {
             let mut up = TcpStream::connect(upstream)?;
             up.write_all(head(&method, &target, &headers).as_bytes())?;
@@ -313,6 +344,25 @@ fn head(method: &str, target: &str, headers: &[(String, String)]) -> String {
     }
     text.push_str("Connection: close\r\n\r\n");
     text
+}
+
+/// Changes one byte in the middle of a body's data (for a chunked body: of its first chunk's
+/// data, never the framing).
+fn corrupt(body: &mut [u8], chunked: bool) {
+    let (start, len) = if chunked {
+        let Some(eol) = body.windows(2).position(|w| w == b"\r\n") else {
+            return;
+        };
+        let size_text = String::from_utf8_lossy(&body[..eol]).to_string();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16)
+            .unwrap_or(0);
+        (eol + 2, size)
+    } else {
+        (0, body.len())
+    };
+    if len > 0 {
+        body[start + len / 2] ^= 0x5a;
+    }
 }
 
 /// Reads a body of `length` bytes, or a chunked one (kept in its chunked form).

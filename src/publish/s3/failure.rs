@@ -187,9 +187,13 @@ pub(super) fn remote(
             {
                 Some("the bucket is in another region: set AWS_REGION (or the profile's region) to the bucket's".into())
             } else if f.code_is(&["BadDigest", "XAmzContentSHA256Mismatch", "InvalidDigest"]) {
-                Some(format!(
-                    "the bytes the store received do not match the sha256: the file changed or was corrupted in transit; if it persists, {checksum_hint}"
-                ))
+                Some(if options.checksums == super::ChecksumMode::WhenRequired {
+                    "the bytes the store received do not match their Content-MD5: the file changed or was corrupted in transit (the network, a proxy); nothing was published, publish again".into()
+                } else {
+                    format!(
+                        "the bytes the store received do not match the sha256: the file changed or was corrupted in transit (the network, a proxy); nothing was published, publish again; if it persists, {checksum_hint}"
+                    )
+                })
             } else if (lower.contains("checksum") || lower.contains("x-amz-sdk"))
                 && (f.code_is(&["InvalidArgument", "InvalidRequest", "NotImplemented"])
                     || matches!(f.status, Some(400 | 501)))

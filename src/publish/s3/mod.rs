@@ -4,8 +4,10 @@
 //! Guarantees and what they rely on:
 //! - never overwrite: writes carry `If-None-Match: *` (PutObject, CompleteMultipartUpload); a
 //!   HEAD before uploading also refuses a known conflict without sending the bytes;
-//! - integrity: the sha256 goes as `x-amz-checksum-sha256` (per part and as the composite for
-//!   multipart uploads) so the server checks the bytes; after the upload a HEAD must show it;
+//! - integrity: the sha256 goes as `x-amz-checksum-sha256` (per part for multipart uploads) so
+//!   the server checks the bytes; after the upload a HEAD must show it. With
+//!   `--s3-checksums when-required` every body (object, part, document) carries `Content-MD5`
+//!   instead, which every S3-compatible store checks;
 //! - documents (inventories) are written with `If-Match: <ETag>` / `If-None-Match: *`;
 //! - an interrupted multipart upload is aborted, on errors and when the future is dropped.
 //!
@@ -83,6 +85,33 @@ async fn file_body(
         path: path.to_path_buf(),
         message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
     })
+}
+
+/// The `Content-MD5` of the file at `path` (base64 of its MD5), read on a blocking thread: the
+/// checksum every S3-compatible store verifies, sent with `--s3-checksums when-required`.
+async fn file_md5(path: &std::path::Path) -> Result<String, PublishError> {
+    let owned = path.to_path_buf();
+    let digest = tokio::task::spawn_blocking(move || {
+        use md5::Digest;
+        use std::io::Read;
+        let mut file = fs_err::File::open(&owned)?;
+        let mut md5 = md5::Md5::new();
+        let mut buf = vec![0u8; READ_BUFFER];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(md5.finalize());
+            }
+            md5.update(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the md5 task does not panic")
+    .map_err(|e| PublishError::Artifact {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(object::b64(&digest))
 }
 
 /// A store in an S3 bucket, under an optional prefix.

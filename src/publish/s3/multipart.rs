@@ -129,6 +129,8 @@ struct PartPlan {
     len: u64,
     /// Its sha256, sent as the part's checksum and hashed into the composite.
     sha256: [u8; 32],
+    /// Its MD5, sent as `Content-MD5` with `--s3-checksums when-required`.
+    md5: Option<[u8; 16]>,
 }
 
 impl S3Store {
@@ -155,8 +157,9 @@ impl S3Store {
     ) -> Result<(Vec<CompletedPart>, String), PublishError> {
         let concurrency = self.options.concurrency.max(1);
         let (tx, rx) = tokio::sync::mpsc::channel::<PartPlan>(concurrency * 2);
-        let (path, size) = (a.path.clone(), a.size);
-        let hasher = tokio::task::spawn_blocking(move || hash_parts(&path, size, part_size, &tx));
+        let (path, size, md5) = (a.path.clone(), a.size, !self.checksums());
+        let hasher =
+            tokio::task::spawn_blocking(move || hash_parts(&path, size, part_size, md5, &tx));
         let plans =
             futures_util::stream::unfold(
                 rx,
@@ -224,6 +227,9 @@ impl S3Store {
             req = req
                 .checksum_algorithm(ChecksumAlgorithm::Sha256)
                 .checksum_sha256(&checksum);
+        }
+        if let Some(md5) = &p.md5 {
+            req = req.content_md5(b64(md5));
         }
         let timeout = TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -350,12 +356,13 @@ impl S3Store {
     }
 }
 
-/// Reads `path` once in order: sends each part's sha256 as soon as it is known; returns the
-/// whole file's sha256 (hex) and the parts' digests.
+/// Reads `path` once in order: sends each part's sha256 (and its MD5 when `md5`) as soon as it
+/// is known; returns the whole file's sha256 (hex) and the parts' digests.
 fn hash_parts(
     path: &Path,
     size: u64,
     part_size: u64,
+    md5: bool,
     tx: &tokio::sync::mpsc::Sender<PartPlan>,
 ) -> std::io::Result<(String, Vec<[u8; 32]>)> {
     use std::io::Read;
@@ -369,6 +376,7 @@ fn hash_parts(
         number += 1;
         let len = part_size.min(size - offset);
         let mut part = sha2::Sha256::new();
+        let mut part_md5 = md5.then(md5::Md5::new);
         let mut left = len;
         while left > 0 {
             let want = (buf.len() as u64).min(left) as usize;
@@ -384,6 +392,9 @@ fn hash_parts(
                 ));
             }
             part.update(&buf[..n]);
+            if let Some(m) = &mut part_md5 {
+                md5::Digest::update(m, &buf[..n]);
+            }
             whole.update(&buf[..n]);
             left -= n as u64;
         }
@@ -394,6 +405,7 @@ fn hash_parts(
             offset,
             len,
             sha256: digest,
+            md5: part_md5.map(|m| md5::Digest::finalize(m).into()),
         };
         if tx.blocking_send(plan).is_err() {
             // The uploads stopped (an error or cancellation): nothing more to do.

@@ -196,6 +196,11 @@ impl S3Store {
         body: &Body<'_>,
         exclusive: bool,
     ) -> Result<Commit, PublishError> {
+        // Without the sha256 headers, the body still carries a checksum the store verifies.
+        let md5 = match body {
+            Body::Single(a) if !self.checksums() => Some(super::file_md5(&a.path).await?),
+            _ => None,
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -215,6 +220,9 @@ impl S3Store {
                         req = req
                             .checksum_algorithm(ChecksumAlgorithm::Sha256)
                             .checksum_sha256(b64_of_hex(&a.sha256)?);
+                    }
+                    if let Some(md5) = &md5 {
+                        req = req.content_md5(md5);
                     }
                     if let Some(acl) = &self.options.acl {
                         req = req.acl(ObjectCannedAcl::from(acl.as_str()));

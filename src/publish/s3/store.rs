@@ -234,6 +234,8 @@ impl Store for S3Store {
                 req = req
                     .checksum_algorithm(ChecksumAlgorithm::Sha256)
                     .checksum_sha256(b64(&sha2::Sha256::digest(data)));
+            } else {
+                req = req.content_md5(b64(&<md5::Md5 as md5::Digest>::digest(data)));
             }
             if let Some(acl) = &self.options.acl {
                 req = req.acl(ObjectCannedAcl::from(acl.as_str()));
