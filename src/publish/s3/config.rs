@@ -28,8 +28,10 @@ pub enum ChecksumMode {
     /// Always: the server verifies every byte against the sha256 (AWS, recent MinIO, Ceph…).
     #[default]
     Always,
-    /// Only where an operation requires one: for stores that reject the newer headers.
-    /// Integrity then rests on TLS and the size and sha256 metadata checked after upload.
+    /// Only where an operation requires one: for stores that reject the newer headers. Every
+    /// body then carries `Content-MD5` instead, which every S3-compatible store verifies (a
+    /// body changed in transit is refused); the HEAD after the upload checks the size and the
+    /// sha256 metadata.
     WhenRequired,
 }
 
