@@ -29,7 +29,7 @@ pub enum ChecksumMode {
     #[default]
     Always,
     /// Only where an operation requires one: for stores that reject the newer headers. Every
-    /// body then carries `Content-MD5` instead, which every S3-compatible store verifies (a
+    /// body then carries `Content-MD5` instead, which S3 and the S3-compatible stores verify (a
     /// body changed in transit is refused); the HEAD after the upload checks the size and the
     /// sha256 metadata.
     WhenRequired,
