@@ -7,7 +7,7 @@
 //! - integrity: the sha256 goes as `x-amz-checksum-sha256` (per part for multipart uploads) so
 //!   the server checks the bytes; after the upload a HEAD must show it. With
 //!   `--s3-checksums when-required` every body (object, part, document) carries `Content-MD5`
-//!   instead, which every S3-compatible store checks;
+//!   instead, which S3 and the S3-compatible stores check;
 //! - documents (inventories) are written with `If-Match: <ETag>` / `If-None-Match: *`;
 //! - an interrupted multipart upload is aborted, on errors and when the future is dropped.
 //!
