@@ -9,7 +9,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use common::moto::{self, Moto, artifact};
 use common::proxy::{Action, Gate, Op, Proxy, Rule};
@@ -120,11 +119,8 @@ async fn a_store_that_refuses_the_composite_checksum_header_takes_a_big_publish_
 /// name: A's conditional write then meets B's object.
 async fn race(bucket: &str, held: Op, part_size: Option<u64>, size: usize) {
     let proxy = setup(bucket).await;
-    proxy.add(Rule::new(
-        held,
-        "race-1.0.0",
-        Action::Delay(Duration::from_secs(3)),
-    ));
+    let gate = Gate::new();
+    proxy.add(Rule::new(held, "race-1.0.0", Action::Hold(gate.clone())));
     let tmp = tempfile::tempdir().unwrap();
     let a = artifact(tmp.path(), "race-1.0.0.tar.gz", &bytes(size, 1));
     let b = artifact(tmp.path(), "race-1.0.0.tar.gz", &bytes(size, 2));
@@ -138,6 +134,8 @@ async fn race(bucket: &str, held: Op, part_size: Option<u64>, size: usize) {
         .unwrap();
     let second = store_b.publish(&b, false).await.unwrap();
     assert_eq!(second.outcome, PublishOutcome::Published);
+    // Only now that B's object is there does A's held write go on: no timing involved.
+    gate.open();
     let first = first.await.unwrap();
     match first {
         Err(PublishError::Conflict { .. }) => {}
@@ -303,7 +301,8 @@ async fn a_corrupted_body_is_refused_by_its_checksum(
         parts.iter().all(|r| r.headers.iter().any(|h| h == header)),
         "every part carries {header}: {parts:?}"
     );
-    assert_eq!(proxy.count(Op::AbortMultipartUpload, "big-1.0.0"), 1);
+    // Aborted (the SDK may retry an abort that meets a part still in flight), and nothing pending.
+    assert!(proxy.count(Op::AbortMultipartUpload, "big-1.0.0") >= 1);
     assert_eq!(pending_uploads(bucket).await, 0, "no pending parts");
     assert!(
         object(bucket, "runtimes/mini/big-1.0.0.tar.gz")
@@ -416,11 +415,12 @@ async fn an_inventory_update_losing_the_if_match_race_reads_again_and_keeps_both
         .await
         .unwrap();
     // A's conditional write (If-Match the first version) is held while B updates.
+    let gate = Gate::new();
     proxy.add(
         Rule::new(
             Op::PutObject,
             "inventory/race.toml",
-            Action::Delay(Duration::from_secs(2)),
+            Action::Hold(gate.clone()),
         )
         .with_header("if-match"),
     );
@@ -435,6 +435,7 @@ async fn an_inventory_update_losing_the_if_match_race_reads_again_and_keeps_both
     inventory::add(&direct, "mini", "race", entry("3.0.0"))
         .await
         .unwrap();
+    gate.open();
     a.await.unwrap().unwrap();
     // A wrote twice: the held write lost (412) and A read again.
     assert_eq!(p.count(Op::PutObject, "inventory/race.toml"), 2);
