@@ -1,7 +1,33 @@
 //! The last lines of a command's output, kept for an error message while the whole output goes
-//! to a log.
+//! to a log, and [`visible`]: a line made safe to show on a terminal.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
+
+/// `line` with every control character but tab made visible, so that output from a container
+/// cannot move the cursor, retitle the window or hide text on the terminal that shows it: C0
+/// controls and DEL in caret notation (ESC is `^[`, CR `^M`, DEL `^?`), C1 controls
+/// (U+0080–U+009F, CSI among them) as `\u{9b}`. Borrowed when there is nothing to change.
+pub fn visible(line: &str) -> Cow<'_, str> {
+    let is_control = |c: char| c != '\t' && c.is_control();
+    if !line.contains(is_control) {
+        return Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len() + 8);
+    for c in line.chars() {
+        match c {
+            '\t' => out.push(c),
+            '\u{7f}' => out.push_str("^?"),
+            c if (c as u32) < 0x20 => {
+                out.push('^');
+                out.push(char::from(b'@' + c as u8));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// A ring buffer of the last `capacity` lines pushed into it.
 #[derive(Debug, Clone)]
@@ -37,6 +63,22 @@ impl OutputTail {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_made_visible() {
+        assert!(matches!(visible("plain\ttext é"), Cow::Borrowed(_)));
+        assert_eq!(
+            visible("\x1b[2J\x1b]0;title\x07red\rback\x08\x7f\0"),
+            "^[[2J^[]0;title^Gred^Mback^H^?^@"
+        );
+        // C1 controls: CSI (U+009B) and OSC (U+009D) act alone on some terminals.
+        assert_eq!(visible("a\u{9b}31mb\u{9d}c"), "a\\u{9b}31mb\\u{9d}c");
+        assert!(
+            !visible("\x1b\u{9b}\x00\x1f")
+                .chars()
+                .any(|c| c.is_control())
+        );
+    }
 
     #[test]
     fn keeps_only_the_last_lines() {

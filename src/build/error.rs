@@ -71,6 +71,22 @@ pub enum BuildError {
         #[source]
         source: PackageError,
     },
+    /// A build phase or the test step ran past its time limit; its container is removed.
+    #[error("{step} of {job} timed out: `{command}` still ran after {}\n{}\nfull log: {}", humantime::format_duration(*.limit), tail_block(.tail), log.display())]
+    Timeout {
+        /// `runtime version`.
+        job: String,
+        /// The phase (`configure`, `build`, `install`) or `test`.
+        step: String,
+        /// Its time limit.
+        limit: std::time::Duration,
+        /// The command that was running.
+        command: String,
+        /// The last lines of its output.
+        tail: Vec<String>,
+        /// The log file.
+        log: PathBuf,
+    },
     /// The log or a work file could not be written.
     #[error("cannot write {}", path.display())]
     Io {
@@ -168,6 +184,16 @@ impl BuildError {
                         .map(|l| format!("\"{l}\""))
                         .collect::<Vec<_>>()
                         .join(", ")
+                ))
+            }
+            BuildError::Timeout { step, limit, .. } => {
+                let (key, flag) = match step.as_str() {
+                    "test" => ("[test] timeout", "--test-timeout"),
+                    _ => ("[build] timeout", "--timeout"),
+                };
+                Some(format!(
+                    "if it only needs longer, raise the limit ({}) with `{key} = \"…\"` in the recipe or `{flag}`",
+                    humantime::format_duration(*limit)
                 ))
             }
             BuildError::Unpack {
