@@ -77,6 +77,7 @@ build = ["head -c 100000000 /dev/zero | tr '\\0' x; echo", "seq 1 400000", "make
         .trim()
         .parse()
         .unwrap();
+    eprintln!("peak RSS of the build: {kib} KiB");
     // The 100 MB line alone would take more than that, held once in the splitter's buffer.
     assert!(kib < 96 * 1024, "peak RSS {kib} KiB");
     for log in logs_of(&ws, "flood") {
