@@ -213,6 +213,31 @@ fn a_test_past_its_timeout_fails_and_leaves_no_container() {
     );
     assert!(containers_of(&docker, "slow-test").is_empty());
     assert!(!ws.dir.path().join("store").join("slow-test").exists());
+
+    // The linkage gate runs within the same limit: an artifact whose `uname` hangs (the
+    // probe finds the prefix's programs first) cannot hold it up.
+    fixture_recipe(
+        &ws,
+        &server,
+        "slow-test",
+        r#"[build]
+install = ["make install", "printf '#!/bin/sh\nsleep 60\n' > {prefix}/bin/uname", "chmod 755 {prefix}/bin/uname"]
+[test]
+timeout = "3s"
+"#,
+    );
+    let started = Instant::now();
+    let o = build(&ws, &["slow-test", "1.0.0"]);
+    let log = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{log}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{log}");
+    assert!(
+        log.contains(
+            "test of slow-test 1.0.0 timed out: `the linkage gate's probe` still ran after 3s"
+        ),
+        "{log}"
+    );
+    assert!(containers_of(&docker, "slow-test").is_empty());
 }
 
 #[test]

@@ -90,7 +90,10 @@ impl TestContainer {
             );
             match tokio::time::timeout_at(deadline.at, gate).await {
                 Ok(gated) => gated?,
-                Err(_) => return Err(deadline.passed(&job, "the linkage gate", Vec::new(), log)),
+                Err(_) => {
+                    let probe = "the linkage gate's probe";
+                    return Err(deadline.passed(&job, probe, Vec::new(), log));
+                }
             }
             if let Some((command, exit_code, tail)) = run_commands(
                 &container,
