@@ -67,7 +67,9 @@ build = ["head -c 100000000 /dev/zero | tr '\\0' x; echo", "seq 1 400000", "make
         .env("PACKAGER_LOG_LIMIT", "1M")
         .env("NO_COLOR", "1")
         .current_dir(ws.dir.path());
-    let o = timed.output().expect("/usr/bin/time runs");
+    let o = timed
+        .output()
+        .expect("this test needs GNU time at /usr/bin/time (scripts/test installs it)");
     assert!(o.status.success(), "{}", stderr(&o));
     let kib: u64 = std::fs::read_to_string(&rss)
         .unwrap()
@@ -136,6 +138,11 @@ configure = ["printf '\\033[2J\\033]0;pwned\\007\\302\\23331mred\\r\\n'; exit 3"
         2,
         "{log}"
     );
+    // The log holds the same visible text.
+    let logs = logs_of(&ws, "escapes");
+    let text = std::fs::read(&logs[0]).unwrap();
+    assert!(!text.contains(&0x1b), "{}", String::from_utf8_lossy(&text));
+    assert!(String::from_utf8_lossy(&text).contains("^[[2J^[]0;pwned^G\\u{9b}31mred"));
     assert!(containers_of(&docker, "escapes").is_empty());
 }
 
