@@ -29,6 +29,9 @@ pub fn visible(line: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// The most bytes of a line an [`OutputTail`] keeps.
+pub const TAIL_LINE_BYTES: usize = 1024;
+
 /// A ring buffer of the last `capacity` lines pushed into it.
 #[derive(Debug, Clone)]
 pub struct OutputTail {
@@ -46,12 +49,20 @@ impl OutputTail {
         }
     }
 
-    /// Keeps `line`, dropping the oldest line when the tail is full.
+    /// Keeps `line` (its first [`TAIL_LINE_BYTES`] bytes: an error quotes the tail whole),
+    /// dropping the oldest line when the tail is full.
     pub fn push(&mut self, line: &str) {
         if self.lines.len() == self.capacity {
             self.lines.pop_front();
         }
-        self.lines.push_back(line.to_owned());
+        let line = match line.len() <= TAIL_LINE_BYTES {
+            true => line.to_owned(),
+            false => {
+                let end = line.floor_char_boundary(TAIL_LINE_BYTES);
+                format!("{}[… {} bytes more in the log]", &line[..end], line.len() - end)
+            }
+        };
+        self.lines.push_back(line);
     }
 
     /// The lines kept, oldest first.
@@ -78,6 +89,18 @@ mod tests {
                 .chars()
                 .any(|c| c.is_control())
         );
+    }
+
+    #[test]
+    fn keeps_the_start_of_long_lines() {
+        let mut tail = OutputTail::new(2);
+        tail.push(&format!("é{}", "x".repeat(5000)));
+        tail.push("short");
+        let lines = tail.into_vec();
+        assert!(lines[0].starts_with("éxx"));
+        assert!(lines[0].ends_with(&format!("x[… {} bytes more in the log]", 5002 - 1024)));
+        assert!(lines[0].len() < TAIL_LINE_BYTES + 40);
+        assert_eq!(lines[1], "short");
     }
 
     #[test]
