@@ -196,14 +196,14 @@ impl<'a> Deadline<'a> {
         tail: Vec<String>,
         log: &BuildLog,
     ) -> BuildError {
-        BuildError::Timeout {
+        BuildError::Timeout(Box::new(super::TimedOut {
             job: job.to_string(),
             step: self.step.to_string(),
             limit: self.limit,
             command: command.to_string(),
             tail,
             log: log.path().to_path_buf(),
-        }
+        }))
     }
 }
 

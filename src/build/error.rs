@@ -72,21 +72,8 @@ pub enum BuildError {
         source: PackageError,
     },
     /// A build phase or the test step ran past its time limit; its container is removed.
-    #[error("{step} of {job} timed out: `{command}` still ran after {}\n{}\nfull log: {}", humantime::format_duration(*.limit), tail_block(.tail), log.display())]
-    Timeout {
-        /// `runtime version`.
-        job: String,
-        /// The phase (`configure`, `build`, `install`) or `test`.
-        step: String,
-        /// Its time limit.
-        limit: std::time::Duration,
-        /// The command that was running.
-        command: String,
-        /// The last lines of its output.
-        tail: Vec<String>,
-        /// The log file.
-        log: PathBuf,
-    },
+    #[error("{0}")]
+    Timeout(Box<TimedOut>),
     /// The log or a work file could not be written.
     #[error("cannot write {}", path.display())]
     Io {
@@ -123,6 +110,38 @@ impl std::fmt::Display for CommandFailure {
             self.job,
             self.command,
             self.exit_code,
+            tail_block(&self.tail),
+            self.log.display()
+        )
+    }
+}
+
+/// A build phase or test step still running at its time limit.
+#[derive(Debug)]
+pub struct TimedOut {
+    /// `runtime version`.
+    pub job: String,
+    /// The phase (`configure`, `build`, `install`) or `test`.
+    pub step: String,
+    /// Its time limit.
+    pub limit: std::time::Duration,
+    /// The command that was running.
+    pub command: String,
+    /// The last lines of its output.
+    pub tail: Vec<String>,
+    /// The log file.
+    pub log: PathBuf,
+}
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} timed out: `{}` still ran after {}\n{}\nfull log: {}",
+            self.step,
+            self.job,
+            self.command,
+            humantime::format_duration(self.limit),
             tail_block(&self.tail),
             self.log.display()
         )
@@ -186,14 +205,14 @@ impl BuildError {
                         .join(", ")
                 ))
             }
-            BuildError::Timeout { step, limit, .. } => {
-                let (key, flag) = match step.as_str() {
+            BuildError::Timeout(t) => {
+                let (key, flag) = match t.step.as_str() {
                     "test" => ("[test] timeout", "--test-timeout"),
                     _ => ("[build] timeout", "--timeout"),
                 };
                 Some(format!(
                     "if it only needs longer, raise the limit ({}) with `{key} = \"…\"` in the recipe or `{flag}`",
-                    humantime::format_duration(*limit)
+                    humantime::format_duration(t.limit)
                 ))
             }
             BuildError::Unpack {

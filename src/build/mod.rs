@@ -57,7 +57,7 @@ pub use container::{
     upload_artifact,
 };
 pub(crate) use container::{Deadline, run_commands, writer_stream};
-pub use error::{BuildError, CommandFailure};
+pub use error::{BuildError, CommandFailure, TimedOut};
 pub use surroundings::{
     HOSTNAME, Surroundings, TZ, UMASK, VARIED_HOSTNAME, VARIED_TZ, VARIED_UMASK,
 };
