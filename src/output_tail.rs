@@ -59,7 +59,11 @@ impl OutputTail {
             true => line.to_owned(),
             false => {
                 let end = line.floor_char_boundary(TAIL_LINE_BYTES);
-                format!("{}[… {} bytes more in the log]", &line[..end], line.len() - end)
+                format!(
+                    "{}[… {} bytes more in the log]",
+                    &line[..end],
+                    line.len() - end
+                )
             }
         };
         self.lines.push_back(line);
