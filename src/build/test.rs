@@ -70,7 +70,7 @@ impl TestContainer {
         reporter.step_started(&job, "test");
         log.line(&format!("# == test in {}", self.image));
         let container = self.container;
-        let deadline = Deadline::after("test", self.timeout);
+        let timeout = self.timeout;
         let result = async {
             // What it was built against first (XSP needs Mono to run), then the artifact.
             for r in requires {
@@ -78,6 +78,8 @@ impl TestContainer {
             }
             crate::sandbox::make_dir(&container, &recipe.prefix).await?;
             upload_artifact(&container, artifact, &recipe.prefix).await?;
+            // The clock starts once the artifact is in place.
+            let deadline = Deadline::after("test", timeout);
             let gate = linkage_gate(
                 &container,
                 &self.image,
