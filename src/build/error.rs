@@ -71,6 +71,9 @@ pub enum BuildError {
         #[source]
         source: PackageError,
     },
+    /// A build phase or the test step ran past its time limit; its container is removed.
+    #[error("{0}")]
+    Timeout(Box<TimedOut>),
     /// The log or a work file could not be written.
     #[error("cannot write {}", path.display())]
     Io {
@@ -107,6 +110,38 @@ impl std::fmt::Display for CommandFailure {
             self.job,
             self.command,
             self.exit_code,
+            tail_block(&self.tail),
+            self.log.display()
+        )
+    }
+}
+
+/// A build phase or test step still running at its time limit.
+#[derive(Debug)]
+pub struct TimedOut {
+    /// `runtime version`.
+    pub job: String,
+    /// The phase (`configure`, `build`, `install`) or `test`.
+    pub step: String,
+    /// Its time limit.
+    pub limit: std::time::Duration,
+    /// The command that was running.
+    pub command: String,
+    /// The last lines of its output.
+    pub tail: Vec<String>,
+    /// The log file.
+    pub log: PathBuf,
+}
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} timed out: `{}` still ran after {}\n{}\nfull log: {}",
+            self.step,
+            self.job,
+            self.command,
+            humantime::format_duration(self.limit),
             tail_block(&self.tail),
             self.log.display()
         )
@@ -168,6 +203,16 @@ impl BuildError {
                         .map(|l| format!("\"{l}\""))
                         .collect::<Vec<_>>()
                         .join(", ")
+                ))
+            }
+            BuildError::Timeout(t) => {
+                let (key, flag) = match t.step.as_str() {
+                    "test" => ("[test] timeout", "--test-timeout"),
+                    _ => ("[build] timeout", "--timeout"),
+                };
+                Some(format!(
+                    "if it only needs longer, raise the limit ({}) with `{key} = \"…\"` in the recipe or `{flag}`",
+                    humantime::format_duration(t.limit)
                 ))
             }
             BuildError::Unpack {

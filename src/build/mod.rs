@@ -53,10 +53,11 @@ mod surroundings;
 pub mod test;
 
 pub use container::{
-    BuildLog, container_env, labels, owner, remove_orphans, remove_own, short, upload_artifact,
+    BuildLog, DEFAULT_LOG_LIMIT, container_env, labels, owner, remove_orphans, remove_own, short,
+    upload_artifact,
 };
-pub(crate) use container::{run_commands, writer_stream};
-pub use error::{BuildError, CommandFailure};
+pub(crate) use container::{Deadline, run_commands, writer_stream};
+pub use error::{BuildError, CommandFailure, TimedOut};
 pub use surroundings::{
     HOSTNAME, Surroundings, TZ, UMASK, VARIED_HOSTNAME, VARIED_TZ, VARIED_UMASK,
 };
@@ -266,6 +267,14 @@ impl Builder {
         self.fetcher.cache().logs_dir()
     }
 
+    /// The most bytes `recipe`'s log keeps.
+    fn log_limit(&self, recipe: &Recipe) -> u64 {
+        self.limits
+            .for_recipe(recipe)
+            .log
+            .unwrap_or(DEFAULT_LOG_LIMIT)
+    }
+
     /// A new log in the logs folder: `<runtime>-<version><kind>-<time>-<run>.log`.
     fn new_log(&self, recipe: &Recipe, kind: &str) -> Result<BuildLog, BuildError> {
         let stamp = std::time::SystemTime::now()
@@ -277,6 +286,7 @@ impl Builder {
                 "{}-{}{kind}-{stamp}-{}",
                 recipe.runtime, recipe.version, self.run_id
             ),
+            self.log_limit(recipe),
         )
     }
 
@@ -379,7 +389,7 @@ impl Builder {
         );
         let (built, container) = built?;
         let tester = tester?;
-        let mut log = BuildLog::append(&built.log)?;
+        let mut log = BuildLog::append(&built.log, self.log_limit(recipe))?;
         let (removed, tested) = tokio::join!(
             container.remove(),
             tester.run(
@@ -746,8 +756,13 @@ impl Builder {
                 reporter.output(job, &note);
             }
             let umask = Some(&opts.surroundings);
+            let limit = self.limits.for_recipe(recipe).timeout;
+            let deadline = Deadline::after(
+                phase.name(),
+                limit.unwrap_or(crate::sandbox::DEFAULT_TIMEOUT),
+            );
             if let Some((command, exit_code, tail)) = run_commands(
-                container, commands, SOURCE_DIR, user, umask, job, log, reporter,
+                container, commands, SOURCE_DIR, user, umask, deadline, job, log, reporter,
             )
             .await?
             {

@@ -12,7 +12,10 @@
 //!   recipe's, else [`default_limits`];
 //! - a read-only root filesystem; what can be written is the work directory ([`WORK_ROOT`]),
 //!   the prefixes (an anonymous volume at `/app`, or at the parent of a prefix outside it; both
-//!   removed with the container), `/tmp` and [`HOME`] (tmpfs).
+//!   removed with the container), `/tmp` and [`HOME`] (tmpfs, each with a size: see
+//!   [`tmpfs_sizes`], so filling them fails with `ENOSPC` rather than eating the memory);
+//! - a timeout on each build phase and on the test step ([`DEFAULT_TIMEOUT`],
+//!   [`DEFAULT_TEST_TIMEOUT`]), after which the container is removed.
 //!
 //! Limits are not part of the build key: they cannot change what a build makes, only whether
 //! it finishes.
@@ -42,6 +45,13 @@ pub const WORK_ROOT: &str = "/build";
 pub const APP: &str = "/app";
 /// The default process limit: room for `make -j` and a test suite, not for a fork bomb.
 pub const DEFAULT_PIDS: u64 = 4096;
+/// How long each build phase may run when neither the command line nor the recipe says:
+/// generous enough for Mono's `make` on a small machine.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+/// How long the test step may run when neither the command line nor the recipe says.
+pub const DEFAULT_TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+/// The sizes of `/tmp` and [`HOME`] in a container without a memory limit.
+pub const DEFAULT_TMPFS_SIZES: (u64, u64) = (4 << 30, 1 << 30);
 /// What a root phase keeps: enough to read, write and chown the build user's files.
 pub const ROOT_CAPABILITIES: [&str; 3] = ["CHOWN", "DAC_OVERRIDE", "FOWNER"];
 
@@ -72,6 +82,7 @@ pub fn sandbox(dirs: &[&str], limits: Limits, root: bool) -> Sandbox {
         }
     }
     let owner = format!("uid={},gid={}", OWNER.uid, OWNER.gid);
+    let (tmp_size, home_size) = tmpfs_sizes(limits.memory);
     Sandbox {
         user: USER.to_string(),
         cap_add: if root {
@@ -84,11 +95,11 @@ pub fn sandbox(dirs: &[&str], limits: Limits, root: bool) -> Sandbox {
         tmpfs: vec![
             (
                 "/tmp".to_string(),
-                "rw,exec,nosuid,nodev,mode=1777".to_string(),
+                format!("rw,exec,nosuid,nodev,mode=1777,size={tmp_size}"),
             ),
             (
                 HOME.to_string(),
-                format!("rw,exec,nosuid,nodev,mode=0755,{owner}"),
+                format!("rw,exec,nosuid,nodev,mode=0755,{owner},size={home_size}"),
             ),
         ],
         limits: docker::Limits {
@@ -99,9 +110,16 @@ pub fn sandbox(dirs: &[&str], limits: Limits, root: bool) -> Sandbox {
     }
 }
 
+/// The sizes in bytes of `/tmp` and [`HOME`]: half and a quarter of the container's memory
+/// (tmpfs lives in it), else [`DEFAULT_TMPFS_SIZES`]. More room: more `--memory`.
+pub fn tmpfs_sizes(memory: Option<u64>) -> (u64, u64) {
+    memory.map_or(DEFAULT_TMPFS_SIZES, |m| (m / 2, m / 4))
+}
+
 /// The limits a build gets when neither the command line nor the recipe sets one: three
 /// quarters of the engine's memory shared among the builds running at once (at least 1 GiB),
-/// the CPUs of its `{jobs}` share, [`DEFAULT_PIDS`] processes.
+/// the CPUs of its `{jobs}` share, [`DEFAULT_PIDS`] processes, [`DEFAULT_TIMEOUT`] per phase,
+/// [`DEFAULT_TEST_TIMEOUT`] for the test, a log of [`crate::build::DEFAULT_LOG_LIMIT`].
 pub fn default_limits(memory_total: u64, cpus_total: u64, jobs: usize, parallel: usize) -> Limits {
     let parallel = parallel.max(1) as u64;
     let memory = (memory_total > 0).then(|| (memory_total / 4 * 3 / parallel).max(1 << 30));
@@ -110,6 +128,9 @@ pub fn default_limits(memory_total: u64, cpus_total: u64, jobs: usize, parallel:
         memory,
         millicpus: Some(cpus * 1000),
         pids: Some(DEFAULT_PIDS),
+        timeout: Some(DEFAULT_TIMEOUT),
+        test_timeout: Some(DEFAULT_TEST_TIMEOUT),
+        log: Some(crate::build::DEFAULT_LOG_LIMIT),
     }
 }
 
@@ -214,6 +235,26 @@ mod tests {
     }
 
     #[test]
+    fn tmp_and_home_have_a_size() {
+        let gib = 1u64 << 30;
+        let limits = Limits {
+            memory: Some(gib),
+            ..Limits::default()
+        };
+        let s = sandbox(&["/build/src"], limits, false);
+        let size = |dir: &str| {
+            let (_, options) = s.tmpfs.iter().find(|(d, _)| d == dir).unwrap();
+            options
+                .split(',')
+                .find_map(|o| o.strip_prefix("size="))
+                .map(str::to_string)
+        };
+        assert_eq!(size("/tmp"), Some((gib / 2).to_string()));
+        assert_eq!(size(HOME), Some((gib / 4).to_string()));
+        assert_eq!(tmpfs_sizes(None), DEFAULT_TMPFS_SIZES);
+    }
+
+    #[test]
     fn default_limits_share_the_machine() {
         let gib = 1u64 << 30;
         let l = default_limits(24 * gib, 2, 2, 1);
@@ -232,6 +273,7 @@ mod tests {
             memory: Some(1 << 30),
             millicpus: None,
             pids: Some(64),
+            ..Limits::default()
         };
         let note = limit_note(2, &["/bin/sh: 0: Cannot fork".into()], limits).unwrap();
         assert!(

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::{
-    BuildError, BuildLog, CommandFailure, Required, container_env, labels, run_commands,
+    BuildError, BuildLog, CommandFailure, Deadline, Required, container_env, labels, run_commands,
     upload_artifact,
 };
 use crate::docker::{ContainerGuard, ContainerSpec, Docker, ExecSpec};
@@ -20,6 +20,7 @@ use crate::report::Reporter;
 pub struct TestContainer {
     container: ContainerGuard,
     image: String,
+    timeout: std::time::Duration,
 }
 
 impl TestContainer {
@@ -47,11 +48,15 @@ impl TestContainer {
         Ok(TestContainer {
             container,
             image: image.to_string(),
+            timeout: limits
+                .test_timeout
+                .unwrap_or(crate::sandbox::DEFAULT_TEST_TIMEOUT),
         })
     }
 
     /// Extracts `artifact` at the prefix and runs the recipe's test commands (from `/`), each
-    /// exit code checked; then removes the container. Recipes without test commands pass.
+    /// exit code checked; then removes the container. Recipes without test commands pass. The
+    /// linkage gate and the commands together have the recipe's test timeout.
     pub async fn run(
         self,
         recipe: &Recipe,
@@ -65,6 +70,7 @@ impl TestContainer {
         reporter.step_started(&job, "test");
         log.line(&format!("# == test in {}", self.image));
         let container = self.container;
+        let timeout = self.timeout;
         let result = async {
             // What it was built against first (XSP needs Mono to run), then the artifact.
             for r in requires {
@@ -72,7 +78,9 @@ impl TestContainer {
             }
             crate::sandbox::make_dir(&container, &recipe.prefix).await?;
             upload_artifact(&container, artifact, &recipe.prefix).await?;
-            linkage_gate(
+            // The clock starts once the artifact is in place.
+            let deadline = Deadline::after("test", timeout);
+            let gate = linkage_gate(
                 &container,
                 &self.image,
                 recipe,
@@ -81,14 +89,21 @@ impl TestContainer {
                 &job,
                 log,
                 reporter,
-            )
-            .await?;
+            );
+            match tokio::time::timeout_at(deadline.at, gate).await {
+                Ok(gated) => gated?,
+                Err(_) => {
+                    let probe = "the linkage gate's probe";
+                    return Err(deadline.passed(&job, probe, Vec::new(), log));
+                }
+            }
             if let Some((command, exit_code, tail)) = run_commands(
                 &container,
                 &recipe.test.commands,
                 "/",
                 None,
                 None,
+                deadline,
                 &job,
                 log,
                 reporter,

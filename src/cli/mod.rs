@@ -71,6 +71,18 @@ pub struct Global {
     /// `[build] pids` (default: 4096)
     #[arg(long, global = true, env = "PACKAGER_PIDS_LIMIT", value_name = "N", value_parser = clap::value_parser!(u64).range(16..))]
     pub pids_limit: Option<u64>,
+    /// How long each build phase (configure, build, install) may run (`6h`, `90m`); over the
+    /// recipe's `[build] timeout` (default: 6h)
+    #[arg(long, global = true, env = "PACKAGER_TIMEOUT", value_name = "DURATION", value_parser = packager::recipe::parse_timeout)]
+    pub timeout: Option<std::time::Duration>,
+    /// How long the test step may run (`30m`); over the recipe's `[test] timeout` (default:
+    /// 30m)
+    #[arg(long, global = true, env = "PACKAGER_TEST_TIMEOUT", value_name = "DURATION", value_parser = packager::recipe::parse_timeout)]
+    pub test_timeout: Option<std::time::Duration>,
+    /// The most bytes each build log keeps (`256M`): past seven eighths of it, only the last
+    /// eighth is kept (default: 64M)
+    #[arg(long, global = true, env = "PACKAGER_LOG_LIMIT", value_name = "SIZE", value_parser = parse_log_limit)]
+    pub log_limit: Option<u64>,
     /// The engine arm64 builds run on (`unix:///…`, `tcp://…`), such as a native arm64 machine;
     /// default: the default engine (DOCKER_HOST), under emulation when it is not arm64
     #[arg(
@@ -92,6 +104,14 @@ pub struct Global {
 
 fn parse_memory(text: &str) -> Result<u64, String> {
     packager::recipe::parse_memory(text)
+}
+
+/// A log limit: a size of at least 1 MiB.
+fn parse_log_limit(text: &str) -> Result<u64, String> {
+    match packager::recipe::parse_size(text)? {
+        n if n >= 1 << 20 => Ok(n),
+        _ => Err(format!("a log limit of `{text}` is below the least (1M)")),
+    }
 }
 
 /// One of `--vary`'s names; `none` is `None`.
@@ -129,6 +149,9 @@ impl Global {
             memory: self.memory,
             millicpus: self.cpus,
             pids: self.pids_limit,
+            timeout: self.timeout,
+            test_timeout: self.test_timeout,
+            log: self.log_limit,
         }
     }
 }

@@ -115,32 +115,63 @@ impl ExecResult {
     }
 }
 
+/// The longest line [`LineSplitter`] hands on, in bytes: the rest of a longer line is dropped
+/// (and counted in a mark at its end), so a command that prints without newlines cannot grow
+/// the host's memory.
+pub const MAX_LINE: usize = 64 * 1024;
+
 /// Splits a byte stream into lines (one splitter per output stream: chunks break lines
-/// anywhere). Lines lose their `\n` or `\r\n`; bytes that are not UTF-8 are replaced.
+/// anywhere). Lines lose their `\n` or `\r\n`; bytes that are not UTF-8 are replaced; control
+/// characters are made visible ([`crate::output_tail::visible`]), so no line can drive the
+/// terminal that shows it. A line longer than [`MAX_LINE`] keeps its first [`MAX_LINE`]
+/// bytes and ends with `[… N bytes cut]`; only new bytes are scanned for the newline.
 #[derive(Default)]
 pub(super) struct LineSplitter {
-    /// The bytes after the last newline seen.
+    /// The bytes after the last newline seen (at most [`MAX_LINE`]).
     partial: Vec<u8>,
+    /// Bytes of the current line dropped past [`MAX_LINE`].
+    cut: u64,
 }
 
 impl LineSplitter {
     /// Adds `bytes` and calls `emit` for every line they complete.
-    pub(super) fn push(&mut self, bytes: &[u8], mut emit: impl FnMut(&str)) {
-        self.partial.extend_from_slice(bytes);
-        while let Some(pos) = self.partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=pos).collect();
-            let line = String::from_utf8_lossy(&line[..line.len() - 1]);
-            emit(line.trim_end_matches('\r'));
+    pub(super) fn push(&mut self, mut bytes: &[u8], mut emit: impl FnMut(&str)) {
+        while !bytes.is_empty() {
+            let newline = bytes.iter().position(|&b| b == b'\n');
+            let line_part = &bytes[..newline.unwrap_or(bytes.len())];
+            let room = MAX_LINE - self.partial.len();
+            let kept = line_part.len().min(room);
+            self.partial.extend_from_slice(&line_part[..kept]);
+            self.cut += (line_part.len() - kept) as u64;
+            match newline {
+                Some(pos) => {
+                    self.emit_line(true, &mut emit);
+                    bytes = &bytes[pos + 1..];
+                }
+                None => bytes = &[],
+            }
         }
     }
 
     /// Calls `emit` for the last line if the stream ended without a newline.
     pub(super) fn finish(&mut self, mut emit: impl FnMut(&str)) {
-        if !self.partial.is_empty() {
-            let line = String::from_utf8_lossy(&self.partial).into_owned();
-            self.partial.clear();
-            emit(&line);
+        if !self.partial.is_empty() || self.cut > 0 {
+            self.emit_line(false, &mut emit);
         }
+    }
+
+    fn emit_line(&mut self, ended: bool, emit: &mut impl FnMut(&str)) {
+        let mut text = String::from_utf8_lossy(&self.partial);
+        if ended && self.cut == 0 && text.ends_with('\r') {
+            text.to_mut().pop();
+        }
+        let mut line = crate::output_tail::visible(&text).into_owned();
+        if self.cut > 0 {
+            line.push_str(&format!("[… {} bytes cut]", self.cut));
+        }
+        emit(&line);
+        self.partial.clear();
+        self.cut = 0;
     }
 }
 
@@ -397,6 +428,42 @@ mod tests {
         splitter.push(b"o\r\nthree", |l| lines.push(l.to_owned()));
         splitter.finish(|l| lines.push(l.to_owned()));
         assert_eq!(lines, ["one", "two", "three"]);
+    }
+
+    #[test]
+    fn long_lines_are_cut_and_marked() {
+        let mut lines = Vec::new();
+        let mut splitter = LineSplitter::default();
+        // 1 MiB without a newline, in small chunks, then the end of the line and another.
+        for _ in 0..256 {
+            splitter.push(&[b'x'; 4096], |l| lines.push(l.to_owned()));
+            assert!(splitter.partial.len() <= MAX_LINE);
+        }
+        splitter.push(b"yz\r\nnext\n", |l| lines.push(l.to_owned()));
+        let cut = (1 << 20) + 3 - MAX_LINE;
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            lines[0],
+            format!("{}[… {cut} bytes cut]", "x".repeat(MAX_LINE))
+        );
+        assert_eq!(lines[1], "next");
+        // A stream that ends in the middle of a long line still says so.
+        let mut last = Vec::new();
+        splitter.push(&vec![b'a'; MAX_LINE + 10], |l| last.push(l.to_owned()));
+        assert!(last.is_empty());
+        splitter.finish(|l| last.push(l.to_owned()));
+        assert_eq!(last, [format!("{}[… 10 bytes cut]", "a".repeat(MAX_LINE))]);
+    }
+
+    #[test]
+    fn lines_reach_their_readers_without_control_characters() {
+        let mut lines = Vec::new();
+        let mut splitter = LineSplitter::default();
+        splitter.push(b"\x1b[31mred\x1b[0m\tok\n\x1b]0;t", |l| {
+            lines.push(l.to_owned())
+        });
+        splitter.finish(|l| lines.push(l.to_owned()));
+        assert_eq!(lines, ["^[[31mred^[[0m\tok", "^[]0;t"]);
     }
 
     #[test]

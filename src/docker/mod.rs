@@ -48,4 +48,4 @@ pub const MANAGED_LABEL: &str = "packager.managed";
 pub const KEPT_PREFIX: &str = "packager-kept-";
 
 /// How many output lines errors keep (build logs, exec output).
-const TAIL_LINES: usize = 40;
+pub(crate) const TAIL_LINES: usize = 40;

@@ -15,7 +15,7 @@ use crate::version::Version;
 
 use super::model::{
     Build, Limits, LoadOptions, PHASES, Recipe, Requirement, Resource, Source, Test, parse_memory,
-    parse_size, url_file_name,
+    parse_size, parse_timeout, url_file_name,
 };
 use super::source::{Location, parse_toml};
 use super::{
@@ -89,6 +89,7 @@ struct BuildLayer {
     root: Option<Spanned<RootLayer>>,
     max_unpacked_size: Option<Spanned<String>>,
     compiler_cache: Option<bool>,
+    timeout: Option<Spanned<String>>,
 }
 
 /// `root = true` (every phase) or `root = ["install"]` (those phases).
@@ -104,6 +105,7 @@ enum RootLayer {
 struct TestLayer {
     commands: Option<Vec<Spanned<String>>>,
     allow_missing: Option<Vec<Spanned<String>>>,
+    timeout: Option<Spanned<String>>,
 }
 
 /// A recipe file's text, kept to turn byte spans into line numbers.
@@ -543,7 +545,21 @@ pub fn load(
         base.build.unwrap_or_default(),
         over.build.unwrap_or_default(),
     );
-    let limits = build_limits(base_f, &bb, over_f, &ob)?;
+    let mut limits = build_limits(base_f, &bb, over_f, &ob)?;
+    // Timeouts, the version file's winning: each phase's, and the test step's.
+    let (bt_timeout, ot_timeout) = (
+        base.test.as_ref().and_then(|t| t.timeout.clone()),
+        over.test.as_ref().and_then(|t| t.timeout.clone()),
+    );
+    for (file, layer, test) in [(base_f, &bb, &bt_timeout), (over_f, &ob, &ot_timeout)] {
+        if let Some(t) = &layer.timeout {
+            limits.timeout = Some(parse_timeout(t.get_ref()).map_err(|e| file.error(t.span(), e))?);
+        }
+        if let Some(t) = test {
+            limits.test_timeout =
+                Some(parse_timeout(t.get_ref()).map_err(|e| file.error(t.span(), e))?);
+        }
+    }
     let mut max_unpacked_size = None;
     for (file, layer) in [(base_f, &bb), (over_f, &ob)] {
         if let Some(m) = &layer.max_unpacked_size {

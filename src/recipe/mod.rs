@@ -27,7 +27,7 @@ pub use catalogue::{Catalogue, RuntimeEntry};
 pub use load::load;
 pub use model::{
     Build, Limits, LoadOptions, PHASES, Recipe, Requirement, Resource, Source, Test, parse_memory,
-    parse_size, url_file_name,
+    parse_size, parse_timeout, url_file_name,
 };
 pub use name::{RuntimeName, StackName, is_lowercase_slug};
 

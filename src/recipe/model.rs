@@ -129,6 +129,14 @@ pub struct Limits {
     pub millicpus: Option<u64>,
     /// The most processes and threads at once (`pids = 4096`).
     pub pids: Option<u64>,
+    /// How long each build phase (`configure`, `build`, `install`) may run (`[build] timeout
+    /// = "6h"`).
+    pub timeout: Option<std::time::Duration>,
+    /// How long the test step may run, the linkage gate and every test command together
+    /// (`[test] timeout = "30m"`).
+    pub test_timeout: Option<std::time::Duration>,
+    /// The most bytes a build's log keeps (`--log-limit`; not a recipe field).
+    pub log: Option<u64>,
 }
 
 impl Limits {
@@ -138,8 +146,21 @@ impl Limits {
             memory: self.memory.or(other.memory),
             millicpus: self.millicpus.or(other.millicpus),
             pids: self.pids.or(other.pids),
+            timeout: self.timeout.or(other.timeout),
+            test_timeout: self.test_timeout.or(other.test_timeout),
+            log: self.log.or(other.log),
         }
     }
+}
+
+/// Parses a duration such as `"6h"`, `"90m"`, `"30s"` or `"1h 30m"`: at least one second.
+pub fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration (e.g. \"6h\", \"90m\", \"30s\"): {e}"))?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!("timeout `{text}` is shorter than a second"));
+    }
+    Ok(d)
 }
 
 /// Parses a memory size: a number with an optional unit (`512M`, `8G`, `8GiB`, `1.5GB`); `K`,
