@@ -578,6 +578,46 @@ fn the_linkage_gate_fails_a_binary_whose_library_only_the_build_image_has() {
     assert!(containers_of(&docker, "fixture-gate").is_empty());
 }
 
+/// An artifact that ships its own `ldconfig` and `sed` (each adding a loader-cache entry for
+/// the library only the build image has), and a recipe environment that preloads a library of
+/// the artifact printing such an entry from every program it is loaded into: the gate asks the
+/// run image's own tools in a clean environment, so it still finds the library missing.
+#[test]
+fn the_linkage_gate_cannot_be_fooled_by_tools_or_preloads_in_the_artifact() {
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    fixture(
+        &ws,
+        &server,
+        "fixture-gate-fool",
+        r#"[build]
+env = { LD_PRELOAD = "{prefix}/lib/libfool.so" }
+install = [
+  "make install",
+  '''printf 'int extra(void) {{ return 4; }}\n' > extra.c && cc -shared -fPIC -Wl,-soname,libextra.so.1 -o libextra.so.1 extra.c''',
+  '''printf 'int extra(void);\nint main(void) {{ return extra() - 4; }}\n' > use.c && cc -o {prefix}/bin/useextra use.c -L. -l:libextra.so.1''',
+  '''printf '#!/bin/sh\n/sbin/ldconfig "$@" | /bin/sed "p; s/libc[.]so[.]6 (/libextra.so.1 (/"\n' > {prefix}/bin/ldconfig''',
+  '''printf '#!/bin/sh\n/bin/sed "$@" | /bin/sed -n "p; s/^cache libc[.]so[.]6|/cache libextra.so.1|/p"\n' > {prefix}/bin/sed''',
+  "chmod 755 {prefix}/bin/ldconfig {prefix}/bin/sed",
+  '''printf '#include <stdio.h>\n#if defined(__x86_64__)\n#define FLAGS "libc6,x86-64"\n#elif defined(__aarch64__)\n#define FLAGS "libc6,AArch64"\n#else\n#define FLAGS "libc6"\n#endif\n__attribute__((constructor)) static void fool(void) {{ printf("cache libextra.so.1|" FLAGS "|/lib/libextra.so.1\\n"); fflush(stdout); }}\n' > fool.c && cc -shared -fPIC -o {prefix}/lib/libfool.so fool.c''',
+]
+"#,
+    );
+    let o = ws.run(&["-v", "build", "fixture-gate-fool", "1.0.0"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "the gate was fooled: {err}");
+    assert!(
+        err.contains("test of fixture-gate-fool 1.0.0 failed: libraries missing in the run image"),
+        "{err}"
+    );
+    assert!(
+        err.contains("/app/fixture-gate-fool/bin/useextra: libextra.so.1"),
+        "{err}"
+    );
+    assert!(containers_of(&docker, "fixture-gate-fool").is_empty());
+}
+
 #[test]
 fn the_linkage_gate_passes_a_library_shipped_in_the_artifact() {
     let docker = docker();
