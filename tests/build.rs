@@ -454,6 +454,82 @@ fn sigint_during_a_build_exits_130_and_removes_the_container() {
     );
 }
 
+/// Ctrl-C while `build --all -j2` runs two builds at once: both containers (and the test
+/// containers started beside them) are removed, and the exit code is 130.
+#[test]
+fn sigint_during_two_parallel_builds_exits_130_and_removes_both_containers() {
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    let runtimes = ["fixture-sigint-a", "fixture-sigint-b"];
+    for runtime in runtimes {
+        fixture(&ws, &server, runtime, "[build]\nbuild = [\"sleep 120\"]\n");
+    }
+    let child = ws
+        .cmd()
+        .args(["-v", "build", "--all", "-j2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // If this test fails half-way, the builds must not outlive it.
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &self.0.to_string()])
+                .status();
+        }
+    }
+    let _guard = KillOnDrop(child.id());
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let logs = std::fs::read_dir(ws.cache().join("logs"))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let sleeping = logs
+            .iter()
+            .filter(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap_or_default()
+                    .contains("$ sleep 120")
+            })
+            .count();
+        if sleeping == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the two builds never reached their build phases at once"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for runtime in runtimes {
+        let running = containers_of(&docker, runtime);
+        assert!(
+            !running.is_empty() && running.len() <= 2,
+            "{runtime}: {running:?}"
+        );
+    }
+    let started = Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(started.elapsed() < Duration::from_secs(60));
+    for runtime in runtimes {
+        assert!(
+            containers_of(&docker, runtime).is_empty(),
+            "{runtime}'s containers removed"
+        );
+    }
+}
+
 #[test]
 fn an_unchanged_stack_is_not_rebuilt() {
     let ws = workspace();
