@@ -812,15 +812,18 @@ fn patch_resources_apply_before_configure_and_a_bad_one_names_its_file() {
 
 #[test]
 fn two_processes_publishing_different_bytes_under_one_name_one_wins() {
+    use packager::docker::ExecSpec;
     let docker = docker();
     let server = Server::start();
     let ws = workspace();
-    // Every build of it has other bytes.
+    // Every build of it has other bytes; each holds in its install phase until the test lets
+    // it go (or for five minutes at most, should the test die), so both have planned against
+    // an empty store before either publishes.
     fixture(
         &ws,
         &server,
         "fixture-race",
-        "[build]\ninstall = [\"make install\", \"head -c 64 /dev/urandom > {prefix}/share/random\"]\n",
+        "[build]\ninstall = [\"touch /tmp/held; i=0; while [ ! -e /tmp/go ] && [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done\", \"make install\", \"head -c 64 /dev/urandom > {prefix}/share/random\"]\n",
     );
     let store = ws.dir.path().join("store");
     let spawn = || {
@@ -832,35 +835,64 @@ fn two_processes_publishing_different_bytes_under_one_name_one_wins() {
             .spawn()
             .unwrap()
     };
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &self.0.to_string()])
+                .status();
+        }
+    }
     let (a, b) = (spawn(), spawn());
-    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    let codes = [a.status.code(), b.status.code()];
-    assert!(
-        codes.contains(&Some(0)) && codes.contains(&Some(1)),
-        "one wins, one is refused: {codes:?}\n{}\n{}",
-        stderr(&a),
-        stderr(&b)
-    );
-    let (winner, loser) = if a.status.success() {
-        (&a, &b)
-    } else {
-        (&b, &a)
+    let _guards = (KillOnDrop(a.id()), KillOnDrop(b.id()));
+    // The build container of each process, by its owner label (`host:pid`).
+    let exec = |id: &str, argv: &[&str]| {
+        rt().block_on(docker.exec(id, &ExecSpec::new(argv.to_vec()), &mut |_, _| {}))
+            .map(|r| r.exit_code == 0)
+            .unwrap_or(false)
     };
-    // Refused when publishing (both built), or when planning (the other had published).
+    let held = |pid: u32| {
+        containers_of(&docker, "fixture-race")
+            .into_iter()
+            .filter(|c| {
+                c.labels.get("packager.role").map(String::as_str) == Some("build")
+                    && c.labels
+                        .get("packager.owner")
+                        .is_some_and(|o| o.ends_with(&format!(":{pid}")))
+            })
+            .find(|c| exec(&c.id, &["test", "-e", "/tmp/held"]))
+            .map(|c| c.id)
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let (held_a, held_b) = loop {
+        if let (Some(x), Some(y)) = (held(a.id()), held(b.id())) {
+            break (x, y);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the two builds never reached their install phases at once"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // The first one released publishes; the second, built from the same plan, is refused
+    // when it publishes other bytes under the same name.
+    assert!(exec(&held_a, &["touch", "/tmp/go"]));
+    let a = a.wait_with_output().unwrap();
+    assert_eq!(a.status.code(), Some(0), "{}", stderr(&a));
+    assert!(exec(&held_b, &["touch", "/tmp/go"]));
+    let b = b.wait_with_output().unwrap();
+    assert_eq!(b.status.code(), Some(1), "{}", stderr(&b));
     assert!(
-        stderr(loser).contains("already exists with different content")
-            || stderr(loser).contains("published with other inputs"),
+        stderr(&b).contains("already exists with different content"),
         "{}",
-        stderr(loser)
+        stderr(&b)
     );
     let artifact = store.join("mini/fixture-race-1.0.0.tar.gz");
     let sha = sha256_hex(&std::fs::read(&artifact).unwrap());
     assert!(
-        stdout(winner)
-            .trim_end()
-            .ends_with(&format!("sha256:{sha}")),
-        "the store holds the winner's bytes: {}",
-        stdout(winner)
+        stdout(&a).trim_end().ends_with(&format!("sha256:{sha}")),
+        "the store holds the first one's bytes: {}",
+        stdout(&a)
     );
     assert!(containers_of(&docker, "fixture-race").is_empty());
 }
