@@ -1,8 +1,7 @@
 //! Secrets never reach the output, even when what is printed holds them: an S3-compatible
-//! store that echoes the session token it was sent in its error message (as a misconfigured
-//! proxy or a chatty server may) and a store URL with credentials in it. Without the
-//! redaction (src/redact.rs, `scrub` in src/publish/s3/failure.rs) these tests print the secret.
-//! No S3 server is needed: a loopback listener answers every request.
+//! store that echoes the session token and secret in its error message (as a misconfigured
+//! proxy or a chatty server may). Without `scrub` (src/publish/s3/failure.rs) this test prints
+//! them. No S3 server is needed: a loopback listener answers every request.
 
 mod common;
 
