@@ -454,6 +454,82 @@ fn sigint_during_a_build_exits_130_and_removes_the_container() {
     );
 }
 
+/// Ctrl-C while `build --all -j2` runs two builds at once: both containers (and the test
+/// containers started beside them) are removed, and the exit code is 130.
+#[test]
+fn sigint_during_two_parallel_builds_exits_130_and_removes_both_containers() {
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    let runtimes = ["fixture-sigint-a", "fixture-sigint-b"];
+    for runtime in runtimes {
+        fixture(&ws, &server, runtime, "[build]\nbuild = [\"sleep 120\"]\n");
+    }
+    let child = ws
+        .cmd()
+        .args(["-v", "build", "--all", "-j2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // If this test fails half-way, the builds must not outlive it.
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &self.0.to_string()])
+                .status();
+        }
+    }
+    let _guard = KillOnDrop(child.id());
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let logs = std::fs::read_dir(ws.cache().join("logs"))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let sleeping = logs
+            .iter()
+            .filter(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap_or_default()
+                    .contains("$ sleep 120")
+            })
+            .count();
+        if sleeping == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the two builds never reached their build phases at once"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for runtime in runtimes {
+        let running = containers_of(&docker, runtime);
+        assert!(
+            !running.is_empty() && running.len() <= 2,
+            "{runtime}: {running:?}"
+        );
+    }
+    let started = Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(started.elapsed() < Duration::from_secs(60));
+    for runtime in runtimes {
+        assert!(
+            containers_of(&docker, runtime).is_empty(),
+            "{runtime}'s containers removed"
+        );
+    }
+}
+
 #[test]
 fn an_unchanged_stack_is_not_rebuilt() {
     let ws = workspace();
@@ -578,6 +654,46 @@ fn the_linkage_gate_fails_a_binary_whose_library_only_the_build_image_has() {
     assert!(containers_of(&docker, "fixture-gate").is_empty());
 }
 
+/// An artifact that ships its own `ldconfig` and `sed` (each adding a loader-cache entry for
+/// the library only the build image has), and a recipe environment that preloads a library of
+/// the artifact printing such an entry from every program it is loaded into: the gate asks the
+/// run image's own tools in a clean environment, so it still finds the library missing.
+#[test]
+fn the_linkage_gate_cannot_be_fooled_by_tools_or_preloads_in_the_artifact() {
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    fixture(
+        &ws,
+        &server,
+        "fixture-gate-fool",
+        r#"[build]
+env = { LD_PRELOAD = "{prefix}/lib/libfool.so" }
+install = [
+  "make install",
+  '''printf 'int extra(void) {{ return 4; }}\n' > extra.c && cc -shared -fPIC -Wl,-soname,libextra.so.1 -o libextra.so.1 extra.c''',
+  '''printf 'int extra(void);\nint main(void) {{ return extra() - 4; }}\n' > use.c && cc -o {prefix}/bin/useextra use.c -L. -l:libextra.so.1''',
+  '''printf '#!/bin/sh\n/sbin/ldconfig "$@" | /bin/sed "p; s/libc[.]so[.]6 (/libextra.so.1 (/"\n' > {prefix}/bin/ldconfig''',
+  '''printf '#!/bin/sh\n/bin/sed "$@" | /bin/sed -n "p; s/^cache libc[.]so[.]6|/cache libextra.so.1|/p"\n' > {prefix}/bin/sed''',
+  "chmod 755 {prefix}/bin/ldconfig {prefix}/bin/sed",
+  '''printf '#include <stdio.h>\n#if defined(__x86_64__)\n#define FLAGS "libc6,x86-64"\n#elif defined(__aarch64__)\n#define FLAGS "libc6,AArch64"\n#else\n#define FLAGS "libc6"\n#endif\n__attribute__((constructor)) static void fool(void) {{ printf("cache libextra.so.1|" FLAGS "|/lib/libextra.so.1\\n"); fflush(stdout); }}\n' > fool.c && cc -shared -fPIC -o {prefix}/lib/libfool.so fool.c''',
+]
+"#,
+    );
+    let o = ws.run(&["-v", "build", "fixture-gate-fool", "1.0.0"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "the gate was fooled: {err}");
+    assert!(
+        err.contains("test of fixture-gate-fool 1.0.0 failed: libraries missing in the run image"),
+        "{err}"
+    );
+    assert!(
+        err.contains("/app/fixture-gate-fool/bin/useextra: libextra.so.1"),
+        "{err}"
+    );
+    assert!(containers_of(&docker, "fixture-gate-fool").is_empty());
+}
+
 #[test]
 fn the_linkage_gate_passes_a_library_shipped_in_the_artifact() {
     let docker = docker();
@@ -696,15 +812,18 @@ fn patch_resources_apply_before_configure_and_a_bad_one_names_its_file() {
 
 #[test]
 fn two_processes_publishing_different_bytes_under_one_name_one_wins() {
+    use packager::docker::ExecSpec;
     let docker = docker();
     let server = Server::start();
     let ws = workspace();
-    // Every build of it has other bytes.
+    // Every build of it has other bytes; each holds in its install phase until the test lets
+    // it go (or for five minutes at most, should the test die), so both have planned against
+    // an empty store before either publishes.
     fixture(
         &ws,
         &server,
         "fixture-race",
-        "[build]\ninstall = [\"make install\", \"head -c 64 /dev/urandom > {prefix}/share/random\"]\n",
+        "[build]\ninstall = [\"touch /tmp/held; i=0; while [ ! -e /tmp/go ] && [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done\", \"make install\", \"head -c 64 /dev/urandom > {prefix}/share/random\"]\n",
     );
     let store = ws.dir.path().join("store");
     let spawn = || {
@@ -716,35 +835,64 @@ fn two_processes_publishing_different_bytes_under_one_name_one_wins() {
             .spawn()
             .unwrap()
     };
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &self.0.to_string()])
+                .status();
+        }
+    }
     let (a, b) = (spawn(), spawn());
-    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    let codes = [a.status.code(), b.status.code()];
-    assert!(
-        codes.contains(&Some(0)) && codes.contains(&Some(1)),
-        "one wins, one is refused: {codes:?}\n{}\n{}",
-        stderr(&a),
-        stderr(&b)
-    );
-    let (winner, loser) = if a.status.success() {
-        (&a, &b)
-    } else {
-        (&b, &a)
+    let _guards = (KillOnDrop(a.id()), KillOnDrop(b.id()));
+    // The build container of each process, by its owner label (`host:pid`).
+    let exec = |id: &str, argv: &[&str]| {
+        rt().block_on(docker.exec(id, &ExecSpec::new(argv.to_vec()), &mut |_, _| {}))
+            .map(|r| r.exit_code == 0)
+            .unwrap_or(false)
     };
-    // Refused when publishing (both built), or when planning (the other had published).
+    let held = |pid: u32| {
+        containers_of(&docker, "fixture-race")
+            .into_iter()
+            .filter(|c| {
+                c.labels.get("packager.role").map(String::as_str) == Some("build")
+                    && c.labels
+                        .get("packager.owner")
+                        .is_some_and(|o| o.ends_with(&format!(":{pid}")))
+            })
+            .find(|c| exec(&c.id, &["test", "-e", "/tmp/held"]))
+            .map(|c| c.id)
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let (held_a, held_b) = loop {
+        if let (Some(x), Some(y)) = (held(a.id()), held(b.id())) {
+            break (x, y);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the two builds never reached their install phases at once"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // The first one released publishes; the second, built from the same plan, is refused
+    // when it publishes other bytes under the same name.
+    assert!(exec(&held_a, &["touch", "/tmp/go"]));
+    let a = a.wait_with_output().unwrap();
+    assert_eq!(a.status.code(), Some(0), "{}", stderr(&a));
+    assert!(exec(&held_b, &["touch", "/tmp/go"]));
+    let b = b.wait_with_output().unwrap();
+    assert_eq!(b.status.code(), Some(1), "{}", stderr(&b));
     assert!(
-        stderr(loser).contains("already exists with different content")
-            || stderr(loser).contains("published with other inputs"),
+        stderr(&b).contains("already exists with different content"),
         "{}",
-        stderr(loser)
+        stderr(&b)
     );
     let artifact = store.join("mini/fixture-race-1.0.0.tar.gz");
     let sha = sha256_hex(&std::fs::read(&artifact).unwrap());
     assert!(
-        stdout(winner)
-            .trim_end()
-            .ends_with(&format!("sha256:{sha}")),
-        "the store holds the winner's bytes: {}",
-        stdout(winner)
+        stdout(&a).trim_end().ends_with(&format!("sha256:{sha}")),
+        "the store holds the first one's bytes: {}",
+        stdout(&a)
     );
     assert!(containers_of(&docker, "fixture-race").is_empty());
 }

@@ -82,3 +82,63 @@ fn a_refused_connection_is_reported_once() {
         "the error line names the host:\n{err}"
     );
 }
+
+/// `DOCKER_TLS_VERIFY` asks for TLS: without the certificates it is a usage error naming the
+/// missing file, before anything is sent in the clear.
+#[test]
+fn a_tls_host_without_its_certificates_is_a_usage_error_naming_the_file() {
+    let server = Server::start();
+    let ws = workspace(&server, "fixture-tls");
+    let certs = ws.dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let o = Command::from_std(ws.cmd())
+        .env("DOCKER_HOST", "tcp://127.0.0.1:1")
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", &certs)
+        .args(["build", "fixture-tls", "1.0.0", "--store"])
+        .arg(ws.dir.path().join("store"))
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{} is missing", certs.join("ca.pem").display())),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("hint: ") && l.contains("DOCKER_CERT_PATH")),
+        "{err}"
+    );
+}
+
+/// An `ssh://` host is reached with the system's ssh (here on loopback, where no engine
+/// answers): a failure to reach the engine, not a scheme the client refuses. A port in the URL
+/// is a usage error (the ssh transport would take it for part of the host name).
+#[test]
+fn an_ssh_host_is_reached_with_ssh() {
+    let o = build_with_engine_at("ssh://nobody@127.0.0.1", "fixture-ssh");
+    let err = stderr(&o);
+    assert!(
+        err.lines().any(|l| l.starts_with("error: ")
+            && l.contains("ssh://nobody@127.0.0.1")
+            && l.contains("unreachable")),
+        "{err}"
+    );
+    assert!(!err.contains("Unsupported URI scheme"), "{err}");
+
+    let server = Server::start();
+    let ws = workspace(&server, "fixture-ssh-port");
+    let o = Command::from_std(ws.cmd())
+        .env("DOCKER_HOST", "ssh://nobody@127.0.0.1:2222")
+        .args(["build", "fixture-ssh-port", "1.0.0", "--store"])
+        .arg(ws.dir.path().join("store"))
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cannot name a port (2222)") && err.contains("Port 2222"),
+        "{err}"
+    );
+}

@@ -361,6 +361,17 @@ fn errors_name_the_file_and_the_line() {
         1,
         "whole file system",
     );
+    // The image's own folders, where the artifact would be unpacked over its files (and the
+    // tools the linkage gate runs), even when the recipe says the prefix is outside /app.
+    for system in ["/usr", "/usr/sbin", "/etc", "/lib/x86_64-linux-gnu"] {
+        assert_bad(
+            None,
+            &format!("prefix = \"{system}\"\nprefix_outside_app = true\n{src}"),
+            "1.0.0.toml",
+            1,
+            "the image's own files",
+        );
+    }
     assert_bad(
         None,
         &format!("prefix = \"/app\"\n{src}"),

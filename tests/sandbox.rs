@@ -14,8 +14,24 @@ fn recipe(ws: &Workspace, server: &Server, runtime: &str, body: &str) {
 }
 
 /// The commands that print what confines the container, one `key=value` line each (cgroup v1
-/// or v2, whichever the engine has).
-const PROBE: &str = r#"echo "uid=$(id -u)"; sed -n 's/^\(CapEff\|NoNewPrivs\):[[:space:]]*/\1=/p' /proc/self/status; echo "pids=$(cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max)"; echo "memory=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)"; echo "cpu=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cut -d' ' -f1 /sys/fs/cgroup/cpu.max)""#;
+/// or v2, whichever the engine has): the user, every capability set (inheritable, permitted,
+/// effective, bounding, ambient: a uid 1000 process has no effective capabilities even when the
+/// bounding set is Docker's default, so only the bounding set shows `cap_drop`), the limits, and
+/// the swap beyond the memory limit (`memory.swap.max` on v2, `memsw - memory` on v1).
+const PROBE: &str = r#"echo "uid=$(id -u)"; sed -n 's/^\(Cap[A-Za-z]*\|NoNewPrivs\):[[:space:]]*/\1=/p' /proc/self/status; echo "pids=$(cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max)"; echo "memory=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)"; if [ -e /sys/fs/cgroup/memory.swap.max ]; then echo "swap=$(cat /sys/fs/cgroup/memory.swap.max)"; else echo "swap=$(( $(cat /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes) - $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes) ))"; fi; echo "cpu=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cut -d' ' -f1 /sys/fs/cgroup/cpu.max)""#;
+
+/// The network a container sees: its interfaces and how many routes it has (`lo,` and none
+/// without a network).
+const NET_PROBE: &str = r#"echo "net=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\n' ,) routes=$(tail -n +2 /proc/net/route | wc -l)""#;
+
+/// Every capability set of a process with none.
+const NO_CAPABILITIES: [&str; 5] = [
+    "CapInh=0000000000000000",
+    "CapPrm=0000000000000000",
+    "CapEff=0000000000000000",
+    "CapBnd=0000000000000000",
+    "CapAmb=0000000000000000",
+];
 
 fn build(ws: &Workspace, args: &[&str]) -> Output {
     let store = ws.dir.path().join("store");
@@ -41,7 +57,7 @@ pids = 300
 configure = ['''{PROBE}''', "./configure --prefix={{prefix}}"]
 install = ["make install", "touch $HOME/home-is-writable /tmp/tmp-is-writable", "test -O {{prefix}}", "test -O ."]
 [test]
-commands = ['''{PROBE}''', "test -O {{prefix}}/bin/confined", "{{prefix}}/bin/confined --version"]
+commands = ['''{PROBE}''', '''{NET_PROBE}''', "test -O {{prefix}}/bin/confined", "{{prefix}}/bin/confined --version"]
 "#
         ),
     );
@@ -49,17 +65,22 @@ commands = ['''{PROBE}''', "test -O {{prefix}}/bin/confined", "{{prefix}}/bin/co
     let log = stderr(&o);
     assert!(o.status.success(), "{log}");
     // Both the build and the test container print the same confinement.
-    for line in [
+    for line in NO_CAPABILITIES.iter().chain(&[
         "uid=1000",
-        "CapEff=0000000000000000",
         "NoNewPrivs=1",
         "pids=300",
         "memory=1073741824",
+        "swap=0",
         "cpu=100000",
-    ] {
+    ]) {
         let n = log.lines().filter(|l| l.ends_with(line)).count();
         assert_eq!(n, 2, "`{line}` in the build and in the test: {log}");
     }
+    // The test container has no network: only the loopback interface, no route.
+    assert!(
+        log.lines().any(|l| l.ends_with("net=lo, routes=0")),
+        "the test container's network: {log}"
+    );
 
     // The command line wins over the recipe.
     let o = build(
@@ -183,7 +204,7 @@ fn a_root_phase_runs_as_root_with_only_the_file_capabilities() {
         r#"[build]
 root = ["install"]
 build = ["test \"$(id -u)\" = 1000", "make"]
-install = ["test \"$(id -u)\" = 0", "grep -E '^CapEff:[[:space:]]+000000000000000b$' /proc/self/status", "! touch /etc/x", "make install"]
+install = ["test \"$(id -u)\" = 0", "grep -cE '^Cap(Prm|Eff|Bnd):[[:space:]]+000000000000000b$' /proc/self/status | grep -x 3", "grep -E '^CapAmb:[[:space:]]+0000000000000000$' /proc/self/status", "! touch /etc/x", "! touch /etc/ld.so.preload", "make install"]
 "#,
     );
     let o = build(&ws, &["rooted", "1.0.0"]);
@@ -212,13 +233,11 @@ fn the_debug_shell_runs_as_the_build_user_within_the_same_limits() {
     let o = ws.run(&["shell", "shelled", "1.0.0", "--", "sh", "-c", PROBE]);
     let out = common::stdout(&o);
     assert!(o.status.success(), "{}", stderr(&o));
-    for line in [
-        "uid=1000",
-        "CapEff=0000000000000000",
-        "NoNewPrivs=1",
-        "pids=128",
-    ] {
-        assert!(out.lines().any(|l| l == line), "{line}: {out}");
+    for line in NO_CAPABILITIES
+        .iter()
+        .chain(&["uid=1000", "NoNewPrivs=1", "pids=128"])
+    {
+        assert!(out.lines().any(|l| l == *line), "{line}: {out}");
     }
     assert!(containers_of(&docker, "shelled").is_empty());
 }

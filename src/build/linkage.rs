@@ -336,14 +336,54 @@ pub struct Probe {
     pub files: HashMap<String, (bool, u16)>,
 }
 
+/// The folders the probe's programs may come from: the run image's system folders, never an
+/// artifact's `bin/` (whose own `ldconfig` or `sed` would decide what the gate sees) and not
+/// `/usr/local`, where a prefix's volume may be.
+pub const PROBE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Variables the container's environment may set that change what the probe's programs load
+/// or read: they are emptied for the probe's first program, which then clears the rest.
+pub const LOADER_VARS: &[&str] = &[
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "LD_AUDIT",
+    "GCONV_PATH",
+    "LOCPATH",
+    "ENV",
+];
+
 /// The shell script a [`Probe`] runs (with the candidate paths as its arguments); its output
-/// is what [`Probe::parse`] reads.
-pub const PROBE_SCRIPT: &str = r#"echo "machine $(uname -m)"
-ldconfig -p 2>/dev/null | sed -n 's/^[[:space:]]*\(.*\) (\(.*\)) => \(.*\)$/cache \1|\2|\3/p'
+/// is what [`Probe::parse`] reads. Every program is named by its absolute path in a Debian or
+/// Ubuntu image (merged `/usr` or not), so nothing on a `PATH` can stand in for it.
+pub const PROBE_SCRIPT: &str = r#"echo "machine $(/bin/uname -m)"
+/sbin/ldconfig -p 2>/dev/null | /bin/sed -n 's/^[[:space:]]*\(.*\) (\(.*\)) => \(.*\)$/cache \1|\2|\3/p'
 for p in "$@"; do
-  if [ -f "$p" ] && [ -r "$p" ]; then echo "file $(od -An -tx1 -N20 "$p" | tr -d ' \n') $p"; fi
+  if [ -f "$p" ] && [ -r "$p" ]; then echo "file $(/usr/bin/od -An -tx1 -N20 "$p" | /usr/bin/tr -d ' \n') $p"; fi
 done
 "#;
+
+/// The probe's command line for these candidate paths: [`PROBE_SCRIPT`] run by the image's own
+/// `/bin/sh`, started by its own `/usr/bin/env` with nothing of the container's environment
+/// (no artifact `PATH`, no `LD_PRELOAD` or `LD_LIBRARY_PATH`) but [`PROBE_PATH`] and the C
+/// locale. Run it with [`LOADER_VARS`] (and every variable the container sets) emptied, so that
+/// `env` itself starts clean.
+pub fn probe_command(candidates: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut argv: Vec<String> = [
+        "/usr/bin/env",
+        "-i",
+        &format!("PATH={PROBE_PATH}"),
+        "LC_ALL=C",
+        "/bin/sh",
+        "-c",
+        PROBE_SCRIPT,
+        "probe",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    argv.extend(candidates);
+    argv
+}
 
 impl Probe {
     /// Reads the output of [`PROBE_SCRIPT`].

@@ -160,16 +160,20 @@ async fn linkage_gate(
             job: job.to_string(),
             source,
         })?;
-    let mut argv = vec![
-        "/bin/sh".to_string(),
-        "-c".into(),
-        linkage::PROBE_SCRIPT.into(),
-        "probe".into(),
-    ];
-    argv.extend(Resolver::candidates(&tree));
+    // The image's own tools in a clean environment: nothing the artifact or the recipe's
+    // environment provides decides what the gate sees.
+    let mut probe_exec = ExecSpec::new(linkage::probe_command(Resolver::candidates(&tree)));
+    let mut emptied: Vec<String> = container_env(recipe, requires, 1, 0)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    emptied.extend(linkage::LOADER_VARS.iter().map(|v| v.to_string()));
+    emptied.sort();
+    emptied.dedup();
+    probe_exec.env = emptied.into_iter().map(|k| (k, String::new())).collect();
     let mut output = String::new();
     container
-        .exec(&ExecSpec::new(argv), &mut |_, line: &str| {
+        .exec(&probe_exec, &mut |_, line: &str| {
             output.push_str(line);
             output.push('\n');
         })

@@ -3,6 +3,7 @@
 //! request uses.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{Arch, DockerError};
@@ -46,21 +47,108 @@ impl std::fmt::Debug for Docker {
     }
 }
 
-/// A client of `host` (`unix://`, a path, `tcp://`, `http://`; other schemes are left to the
-/// library to refuse) speaking API `version`. No request is sent yet.
+/// How a Docker host is reached, as told by its scheme and, for `tcp://`, the Docker CLI's
+/// TLS variables. Whoever reaches the engine's API is root on the engine's machine, so a
+/// remote engine should be reached over `ssh://` or TLS with client certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// A unix socket on this machine (`unix:///path` or `/path`).
+    Unix,
+    /// `ssh://[user@]host[:port]`: the system's `ssh` (with the user's keys and
+    /// `~/.ssh/config`) runs `docker system dial-stdio` on the host.
+    Ssh,
+    /// `https://`, or `tcp://` with `DOCKER_TLS_VERIFY` (or `DOCKER_TLS`) set: TLS, the engine's
+    /// certificate checked against `ca.pem`, ours from `cert.pem` and `key.pem` in
+    /// `DOCKER_CERT_PATH` (default `~/.docker`).
+    Tls {
+        /// The certificate authority the engine's certificate must be signed by.
+        ca: PathBuf,
+        /// Our client certificate.
+        cert: PathBuf,
+        /// Its key.
+        key: PathBuf,
+    },
+    /// `tcp://` or `http://` without TLS: unauthenticated and unencrypted.
+    PlainTcp,
+    /// Any other scheme: left to the library to refuse.
+    Other,
+}
+
+impl Transport {
+    /// The transport for `host`, reading the environment through `env` (`DOCKER_TLS_VERIFY`,
+    /// `DOCKER_TLS`, `DOCKER_CERT_PATH`, `HOME`).
+    pub fn choose(host: &str, env: &dyn Fn(&str) -> Option<String>) -> Transport {
+        let set = |k: &str| env(k).is_some_and(|v| !v.is_empty());
+        if host.starts_with("unix://") || host.starts_with('/') {
+            Transport::Unix
+        } else if host.starts_with("ssh://") {
+            Transport::Ssh
+        } else if host.starts_with("https://")
+            || host.starts_with("tcp://") && (set("DOCKER_TLS_VERIFY") || set("DOCKER_TLS"))
+        {
+            let dir = env("DOCKER_CERT_PATH")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env("HOME").unwrap_or_default()).join(".docker"));
+            Transport::Tls {
+                ca: dir.join("ca.pem"),
+                cert: dir.join("cert.pem"),
+                key: dir.join("key.pem"),
+            }
+        } else if host.starts_with("tcp://") || host.starts_with("http://") {
+            Transport::PlainTcp
+        } else {
+            Transport::Other
+        }
+    }
+}
+
+/// A client of `host` (see [`Transport`]) speaking API `version`. No request is sent yet.
 pub(super) fn new_client(
     host: &str,
     version: &bollard::ClientVersion,
-) -> Result<bollard::Docker, bollard::errors::Error> {
+) -> Result<bollard::Docker, DockerError> {
     let timeout = REQUEST_TIMEOUT.as_secs();
-    let client = if host.starts_with("unix://") || host.starts_with('/') {
-        bollard::Docker::connect_with_unix(host, timeout, version)?
-    } else if host.starts_with("tcp://") || host.starts_with("http://") {
-        bollard::Docker::connect_with_http(host, timeout, version)?
-    } else {
-        // Let the library report the scheme it doesn't support.
-        bollard::Docker::connect_with_host(host)?
+    let connect = |e: bollard::errors::Error| match e {
+        bollard::errors::Error::SocketNotFoundError(_) => DockerError::Unreachable {
+            host: host.to_owned(),
+            source: Some(e.into()),
+        },
+        e => DockerError::Connect {
+            host: host.to_owned(),
+            source: e.into(),
+        },
     };
+    let client = match Transport::choose(host, &|k| std::env::var(k).ok()) {
+        Transport::Unix => bollard::Docker::connect_with_unix(host, timeout, version),
+        Transport::Ssh => {
+            // The library hands `user@host:port` to ssh as a host name: a port must come from
+            // ~/.ssh/config instead.
+            if let Some(port) = url::Url::parse(host).ok().and_then(|u| u.port()) {
+                return Err(DockerError::SshPort {
+                    host: host.to_owned(),
+                    port,
+                });
+            }
+            bollard::Docker::connect_with_ssh(host, timeout, version, None)
+        }
+        Transport::Tls { ca, cert, key } => {
+            for path in [&ca, &cert, &key] {
+                if !path.is_file() {
+                    return Err(DockerError::TlsFile {
+                        host: host.to_owned(),
+                        path: path.clone(),
+                    });
+                }
+            }
+            let addr = host.replacen("https://", "tcp://", 1);
+            bollard::Docker::connect_with_ssl(&addr, &key, &cert, &ca, timeout, version)
+        }
+        Transport::PlainTcp => bollard::Docker::connect_with_http(host, timeout, version),
+        // Let the library report the scheme it doesn't support.
+        Transport::Other => bollard::Docker::connect_with_host(host),
+    }
+    .map_err(connect)?;
     Ok(client.with_timeout(REQUEST_TIMEOUT))
 }
 
@@ -93,19 +181,10 @@ impl Docker {
         Self::connect_to(&host).await
     }
 
-    /// Connects to `host` (`unix:///path`, `/path`, `tcp://host:port`), negotiates the API
-    /// version and pings the engine.
+    /// Connects to `host` (`unix:///path`, `/path`, `ssh://user@host`, `tcp://host:port` with
+    /// or without TLS, see [`Transport`]), negotiates the API version and pings the engine.
     pub async fn connect_to(host: &str) -> Result<Docker, DockerError> {
-        let client = new_client(host, bollard::API_DEFAULT_VERSION).map_err(|e| match e {
-            bollard::errors::Error::SocketNotFoundError(_) => DockerError::Unreachable {
-                host: host.to_owned(),
-                source: Some(e.into()),
-            },
-            e => DockerError::Connect {
-                host: host.to_owned(),
-                source: e.into(),
-            },
-        })?;
+        let client = new_client(host, bollard::API_DEFAULT_VERSION)?;
         let unreachable = |source: Option<bollard::errors::Error>| DockerError::Unreachable {
             host: host.to_owned(),
             source: source.map(Into::into),
@@ -226,6 +305,75 @@ fn binfmt_handler(arch: Arch) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scheme_and_the_tls_variables_choose_the_transport() {
+        let none = |_: &str| None;
+        assert_eq!(
+            Transport::choose("unix:///var/run/docker.sock", &none),
+            Transport::Unix
+        );
+        assert_eq!(
+            Transport::choose("/run/docker.sock", &none),
+            Transport::Unix
+        );
+        assert_eq!(
+            Transport::choose("ssh://builder@farm:2222", &none),
+            Transport::Ssh
+        );
+        assert_eq!(
+            Transport::choose("tcp://farm:2375", &none),
+            Transport::PlainTcp
+        );
+        assert_eq!(
+            Transport::choose("http://farm:2375", &none),
+            Transport::PlainTcp
+        );
+        assert_eq!(
+            Transport::choose("npipe:////./pipe/x", &none),
+            Transport::Other
+        );
+        let tls = |dir: &str| Transport::Tls {
+            ca: PathBuf::from(dir).join("ca.pem"),
+            cert: PathBuf::from(dir).join("cert.pem"),
+            key: PathBuf::from(dir).join("key.pem"),
+        };
+        // DOCKER_TLS_VERIFY (any non-empty value, as the Docker CLI reads it) or DOCKER_TLS
+        // turn tcp:// into TLS, with the certificates of DOCKER_CERT_PATH, else ~/.docker.
+        let verify = |k: &str| match k {
+            "DOCKER_TLS_VERIFY" => Some("1".to_owned()),
+            "DOCKER_CERT_PATH" => Some("/etc/farm-certs".to_owned()),
+            _ => None,
+        };
+        assert_eq!(
+            Transport::choose("tcp://farm:2376", &verify),
+            tls("/etc/farm-certs")
+        );
+        let tls_only = |k: &str| match k {
+            "DOCKER_TLS" => Some("1".to_owned()),
+            "HOME" => Some("/home/me".to_owned()),
+            _ => None,
+        };
+        assert_eq!(
+            Transport::choose("tcp://farm:2376", &tls_only),
+            tls("/home/me/.docker")
+        );
+        let home = |k: &str| (k == "HOME").then(|| "/home/me".to_owned());
+        assert_eq!(
+            Transport::choose("https://farm:2376", &home),
+            tls("/home/me/.docker")
+        );
+        // An empty DOCKER_TLS_VERIFY is unset; the variables do not change a unix socket.
+        let empty = |k: &str| (k == "DOCKER_TLS_VERIFY").then(String::new);
+        assert_eq!(
+            Transport::choose("tcp://farm:2375", &empty),
+            Transport::PlainTcp
+        );
+        assert_eq!(
+            Transport::choose("unix:///x.sock", &verify),
+            Transport::Unix
+        );
+    }
 
     #[test]
     fn label_filters_format() {

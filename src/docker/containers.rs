@@ -472,10 +472,7 @@ impl Drop for ContainerGuard {
             "packager-container-cleanup",
             format!("remove container {id}"),
             move || {
-                let client = new_client(&host, &version).map_err(|e| DockerError::Connect {
-                    host,
-                    source: e.into(),
-                })?;
+                let client = new_client(&host, &version)?;
                 Ok(async move { remove_container_with(&client, &id).await })
             },
         );

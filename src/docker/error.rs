@@ -111,6 +111,22 @@ pub enum DockerError {
         #[source]
         source: EngineError,
     },
+    /// A TLS host's certificate or key file is missing.
+    #[error("cannot use Docker host `{host}` over TLS: {} is missing", path.display())]
+    TlsFile {
+        /// The host.
+        host: String,
+        /// The missing `ca.pem`, `cert.pem` or `key.pem`.
+        path: std::path::PathBuf,
+    },
+    /// An `ssh://` host with a port, which the ssh transport cannot pass on.
+    #[error("cannot use Docker host `{host}`: an ssh:// host cannot name a port ({port})")]
+    SshPort {
+        /// The host.
+        host: String,
+        /// The port it named.
+        port: u16,
+    },
     /// The engine did not answer.
     #[error("the Docker engine at `{host}` is unreachable")]
     Unreachable {
@@ -229,11 +245,22 @@ impl DockerError {
     pub fn hint(&self) -> Option<String> {
         match self {
             DockerError::Connect { .. } | DockerError::Unreachable { .. } => Some(
-                "is the Docker engine running? Set DOCKER_HOST (e.g. unix:///var/run/docker.sock \
-                 or tcp://host:2375) to point at it, and check that you may use its socket \
+                "is the Docker engine running? Set DOCKER_HOST (e.g. unix:///var/run/docker.sock, \
+                 ssh://user@host, or tcp://host:2376 with DOCKER_TLS_VERIFY=1) to point at it, \
+                 and check that you may use its socket \
                  (`ls -l /var/run/docker.sock`, membership of the `docker` group)"
                     .to_owned(),
             ),
+            DockerError::TlsFile { .. } => Some(
+                "DOCKER_TLS_VERIFY (or an https:// host) asks for TLS: put the engine's CA and \
+                 your client certificate and key in DOCKER_CERT_PATH (default ~/.docker) as \
+                 ca.pem, cert.pem and key.pem"
+                    .to_owned(),
+            ),
+            DockerError::SshPort { host, port } => Some(format!(
+                "give the port in ~/.ssh/config (`Host NAME`, `HostName …`, `Port {port}`) and set \
+                 DOCKER_HOST=ssh://NAME; {host} without the port uses ssh's own (22)"
+            )),
             DockerError::CannotRun { arch, .. } => Some(format!(
                 "install Debian's qemu-user-static and register its handler with the F flag \
                  (`mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; update-binfmts --enable qemu-{}`), \
@@ -276,6 +303,10 @@ impl DockerError {
     /// [`Docker::connect_to`]: super::Docker::connect_to
     pub fn is_usage(&self) -> bool {
         matches!(self, DockerError::Connect { source, .. } if source.rejects_host())
+            || matches!(
+                self,
+                DockerError::TlsFile { .. } | DockerError::SshPort { .. }
+            )
     }
 
     /// [`DockerError::Engine`]: `action` failed outside any container.

@@ -335,8 +335,33 @@ fn check_layer_templates(file: &SourceFile, layer: &Layer) -> Result<(), RecipeE
                 "prefix `/` would install the runtime over the whole file system",
             ));
         }
+        if let Some(dir) = system_dir(v) {
+            return Err(file.error(
+                p.span(),
+                format!(
+                    "prefix `{v}` is in `{dir}`, the image's own files: the artifact would be unpacked over them, and over the tools the linkage gate runs"
+                ),
+            ));
+        }
     }
     Ok(())
+}
+
+/// The image's own folders: a prefix in one would be a volume over the image's files (or
+/// inside one), where the artifact is unpacked as root, over `/etc/ld.so.preload` or
+/// `/sbin/ldconfig`. `/usr/local` is free.
+const SYSTEM_DIRS: &[&str] = &[
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root",
+    "/run", "/sbin", "/sys", "/usr", "/var",
+];
+
+/// The system folder (see [`SYSTEM_DIRS`]) `prefix` is or is in, if any.
+fn system_dir(prefix: &str) -> Option<&'static str> {
+    let path = std::path::Path::new(prefix);
+    if path.starts_with("/usr/local") {
+        return None;
+    }
+    SYSTEM_DIRS.iter().copied().find(|d| path.starts_with(d))
 }
 
 /// Loads, merges and templates one version's recipe from its files.
