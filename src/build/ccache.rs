@@ -216,7 +216,11 @@ impl Folder {
     /// undid. Blocking: call it from a blocking thread.
     pub fn release(self) -> io::Result<Vec<Swept>> {
         match self.lock.try_lock() {
-            Ok(()) => sweep(&self.dir),
+            Ok(()) => {
+                // The build may have opened up its own folder (it is the folder's owner).
+                secure_level(&self.dir, true)?;
+                sweep(&self.dir)
+            }
             Err(std::fs::TryLockError::WouldBlock) => Ok(Vec::new()),
             Err(std::fs::TryLockError::Error(e)) => Err(io::Error::new(
                 e.kind(),
