@@ -6,7 +6,7 @@
 //! container gets:
 //!
 //! - `cache/ccache/<stack>/<arch>/<runtime>/` on the host mounted read-write at [`MOUNT`] — the
-//!   container's only writable bind mount (the sources stay read-only);
+//!   container's only writable bind mount (the sources stay read-only), see [`Folder`];
 //! - [`COMPILERS`] in `PATH` just before the system folders: a small tmpfs where the probe links
 //!   `cc`, `c++`, `gcc`, `g++` and every name of Debian's [`MASQUERADE`] folder (which has no
 //!   `cc`) to ccache, for each compiler the image has. So `gcc` and `cc` are ccache without the
@@ -28,6 +28,14 @@
 //! cannot write (a rootless engine maps uid 1000 elsewhere), is found by a probe in the started
 //! container: the build then goes on without the cache in a container made without it, with
 //! one warning per image or folder, and never fails for it.
+//!
+//! Engine uids are host uids, so the folder is walled off on the host: the area and its stack
+//! and arch levels are 0700 and this user's, ccache writes with `CCACHE_UMASK=077`, and
+//! whenever no build holds the folder (when one opens it, and when the last one lets go after
+//! its container is removed) [`sweep`] clears setuid and setgid bits and removes anything that
+//! is not a regular file or a folder. A build can still plant an object another version of its
+//! runtime links in (ccache hashes neither `CCACHE_PREFIX` nor what it runs): `packager
+//! verify`, which rebuilds without the cache, is what catches that.
 //!
 //! While a build uses a folder it holds a shared lock on `<runtime>.lock` beside it; `cache
 //! prune` removes a folder only with that lock taken exclusively (so never under a running
