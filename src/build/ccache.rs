@@ -788,7 +788,7 @@ mod tests {
     }
 
     #[test]
-    fn a_level_of_another_user_is_refused_unless_root_takes_it_back() {
+    fn a_level_another_user_owns_goes_back_to_root() {
         let tmp = tempfile::tempdir().unwrap();
         let level = tmp.path().join("ccache");
         std::fs::create_dir(&level).unwrap();
