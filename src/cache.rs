@@ -7,7 +7,8 @@
 //!   written) and, only while a download runs, `.tmp-*` files;
 //! - `ccache/<stack>/<arch>/<runtime>/` — the compiler cache of one runtime's builds (ccache's
 //!   own layout inside), mounted read-write into its build containers, with `<runtime>.lock`
-//!   beside it (shared while a build uses it); see [`crate::build::ccache`];
+//!   beside it (shared while a build uses it); `ccache/` and the levels under it are 0700 and
+//!   swept of setuid bits and special files (see [`crate::build::ccache::Folder`]);
 //! - `logs/`, `work/` — build logs, and temp build folders removed after each build.
 //!
 //! Nothing here touches the network; [`crate::fetch`] fills entries.

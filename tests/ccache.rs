@@ -9,7 +9,8 @@ mod common;
 use std::path::PathBuf;
 
 use common::engine::{containers_of, docker, fixture_version, workspace};
-use common::{Server, Workspace, stderr, stdout};
+use common::fixture::{c_project, tarball};
+use common::{Route, Server, Workspace, sha256_hex, stderr, stdout};
 
 /// A fixture runtime on the mini stack (`runtime.toml`, then version files).
 fn runtime(ws: &Workspace, server: &Server, name: &str, versions: &[&str], build: &str) {
@@ -284,4 +285,196 @@ fn a_shell_uses_the_compiler_cache_unless_told_not_to() {
     assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
     assert!(ccache_dir(&ws, "cc-shell").is_dir());
     assert!(containers_of(&docker, "cc-shell").is_empty());
+}
+
+/// Every entry under `dir` (relative path, file type, mode with the setuid/setgid/sticky bits),
+/// links not followed.
+fn entries(dir: &std::path::Path) -> Vec<(PathBuf, std::fs::FileType, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let meta = std::fs::symlink_metadata(e.path()).unwrap();
+            if meta.is_dir() {
+                todo.push(e.path());
+            }
+            let rel = e.path().strip_prefix(dir).unwrap().to_path_buf();
+            out.push((rel, meta.file_type(), meta.permissions().mode() & 0o7777));
+        }
+    }
+    out
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[test]
+fn nothing_a_build_or_a_shell_leaves_in_the_compiler_cache_is_privileged_on_the_host() {
+    use std::os::unix::fs::PermissionsExt;
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    // The build user plants in configure, root in install (a root phase keeps CHOWN,
+    // DAC_OVERRIDE and FOWNER): setuid and setgid copies of a shell, fifos, a setgid folder,
+    // a link out, and the folder itself opened to everyone. Each plant is checked in place.
+    let plant = |who: &str| {
+        [
+            format!(
+                "cp /bin/sh $CCACHE_DIR/{who}-sh && chmod 6755 $CCACHE_DIR/{who}-sh && test -u $CCACHE_DIR/{who}-sh && test -g $CCACHE_DIR/{who}-sh"
+            ),
+            format!(
+                "mkdir -p $CCACHE_DIR/{who}-dir && chmod 2777 $CCACHE_DIR/{who}-dir && mkfifo $CCACHE_DIR/{who}-dir/fifo && test -p $CCACHE_DIR/{who}-dir/fifo"
+            ),
+            format!("ln -s /etc/shadow $CCACHE_DIR/{who}-link"),
+        ]
+    };
+    let toml = |who: &str| plant(who).map(|c| format!("\"{c}\"")).join(", ");
+    runtime(
+        &ws,
+        &server,
+        "cc-suid",
+        &["1.0.0"],
+        &format!(
+            "root = [\"install\"]\nconfigure = [{}, \"chmod 0777 $CCACHE_DIR\", \"./configure --prefix={{prefix}}\"]\ninstall = [{}, \"test $(id -u) = 0\", \"make install\"]",
+            toml("user"),
+            toml("root")
+        ),
+    );
+    // The folders as an older packager made them: 0755.
+    let dir = ccache_dir(&ws, "cc-suid");
+    std::fs::create_dir_all(&dir).unwrap();
+    let levels = [
+        ws.cache().join("ccache"),
+        ws.cache().join("ccache/mini"),
+        dir.parent().unwrap().to_path_buf(),
+        dir.clone(),
+    ];
+    for level in &levels {
+        std::fs::set_permissions(level, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    let log = build(&ws, &["cc-suid", "1.0.0"]);
+    assert_eq!(cache_lines(&log), [(0, 2)], "{log}");
+    let check = |log: &str, prefixes: &[&str]| {
+        for level in &levels {
+            assert_eq!(mode(level), 0o700, "{}\n{log}", level.display());
+        }
+        let found = entries(&dir);
+        let mut stored = 0;
+        for (path, kind, mode) in &found {
+            assert!(
+                kind.is_file() || kind.is_dir(),
+                "{path:?} is {kind:?}\n{log}"
+            );
+            assert_eq!(mode & 0o7000, 0, "{path:?} mode {mode:o}\n{log}");
+            let planted = ["user", "root", "shell"].iter().any(|p| {
+                path.starts_with(format!("{p}-sh")) || path.starts_with(format!("{p}-dir"))
+            });
+            if !planted {
+                // What ccache stored: its owner's alone (CCACHE_UMASK=077).
+                assert_eq!(mode & 0o077, 0, "{path:?} mode {mode:o}\n{log}");
+                stored += kind.is_file() as usize;
+            }
+        }
+        assert!(stored > 0, "ccache stored nothing: {found:?}");
+        for p in prefixes {
+            assert!(dir.join(format!("{p}-sh")).is_file(), "{log}");
+            assert!(!dir.join(format!("{p}-dir/fifo")).exists(), "{log}");
+            assert!(
+                std::fs::symlink_metadata(dir.join(format!("{p}-link"))).is_err(),
+                "{log}"
+            );
+            // Reported, with what was done.
+            assert!(
+                log.contains(&format!("cleared the setuid and setgid bit of {p}-sh")),
+                "{log}"
+            );
+            assert!(log.contains(&format!("removed fifo {p}-dir/fifo")), "{log}");
+        }
+    };
+    check(&log, &["user", "root"]);
+
+    // A shell's leftovers too.
+    let o = ws.run(&[
+        "shell",
+        "cc-suid",
+        "1.0.0",
+        "--",
+        "sh",
+        "-c",
+        &plant("shell").join(" && "),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    check(&stderr(&o), &["shell"]);
+    assert!(containers_of(&docker, "cc-suid").is_empty());
+}
+
+#[test]
+fn a_poisoned_entry_reaches_the_next_version_and_verify_reports_it() {
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    ws.write(
+        "cc-poison/runtime.toml",
+        "stack = \"mini\"\n[test]\ncommands = [\"cc-poison --version\"]\n",
+    );
+    // 1.0.0's build compiles greet.c (the same file in every version) through ccache with a
+    // CCACHE_PREFIX wrapper that compiles another greet.c: ccache hashes neither the prefix
+    // nor what it does, so the evil object is stored under the honest source's key.
+    let mut files = c_project("cc-poison", "1.0.0");
+    files.push((
+        ".evil/greet.c".into(),
+        0o644,
+        b"#include <stdio.h>\nvoid greet(const char *who) { printf(\"pwned, %s\\n\", who); }\n"
+            .to_vec(),
+    ));
+    files.push((
+        ".evil/wrap".into(),
+        0o755,
+        b"#!/bin/sh\nfor a do\n  shift\n  case $a in greet.c|*/greet.c) a=/build/src/.evil/greet.c ;; esac\n  set -- \"$@\" \"$a\"\ndone\nexec \"$@\"\n".to_vec(),
+    ));
+    let tgz = tarball("cc-poison-1.0.0", &files);
+    let sum = sha256_hex(&tgz);
+    let url = server.route("/cc-poison-1.0.0.tar.gz", Route::Body(tgz));
+    ws.write(
+        "cc-poison/1.0.0.toml",
+        &format!("[build]\nbuild = [\"CCACHE_PREFIX=/build/src/.evil/wrap make\"]\n[source]\nurl = \"{url}\"\nsha256 = \"{sum}\"\n"),
+    );
+    fixture_version(&ws, &server, "cc-poison", "1.0.1", "");
+    build(&ws, &["cc-poison", "1.0.0"]);
+
+    // 1.0.1's honest greet.c hits the evil object; its artifact links it in.
+    let log = build(&ws, &["cc-poison", "1.0.1"]);
+    assert_eq!(cache_lines(&log), [(1, 1)], "{log}");
+    let artifact = PathBuf::from(store(&ws)).join("mini/cc-poison-1.0.1.tar.gz");
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(&artifact).unwrap()),
+        &mut tar,
+    )
+    .unwrap();
+    assert!(
+        tar.windows(6).any(|w| w == b"pwned,"),
+        "the poisoned object is not in {}",
+        artifact.display()
+    );
+
+    // verify rebuilds 1.0.1 without the cache: the artifacts differ, exit 1.
+    let store = store(&ws);
+    let o = ws.run(&["verify", "cc-poison", "1.0.1", "--store", &store]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}\n{}", stderr(&o));
+    assert!(
+        text.contains("cc-poison 1.0.1 is not reproducible"),
+        "{text}"
+    );
+    assert!(text.contains("differs: bin/cc-poison (content)"), "{text}");
+    assert!(containers_of(&docker, "cc-poison").is_empty());
 }

@@ -763,3 +763,108 @@ async fn bootstrap_with_debootstrap() {
         .expect("remove image");
     assert_no_containers(&docker, TEST).await;
 }
+
+/// The host tools of a bootstrap (mmdebstrap; debootstrap, then tar) get a clean environment:
+/// fakes first on `PATH` write down theirs and fail, and no host variable but `PATH`, `TMPDIR`
+/// and the proxy variables reaches them (the credentials of a publish least of all).
+#[test]
+fn bootstrap_tools_get_a_clean_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipes = dir.path().join("recipes");
+    let fakes = dir.path().join("bin");
+    std::fs::create_dir_all(&fakes).unwrap();
+    for tool in ["mmdebstrap", "debootstrap", "tar"] {
+        let fake = fakes.join(tool);
+        // debootstrap succeeds (so that tar runs next); the others fail.
+        let code = if tool == "debootstrap" { 0 } else { 3 };
+        let dump = dir.path().join(format!("{tool}.env"));
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\nenv > '{}'\necho 'fake {tool}' >&2\nexit {code}\n",
+                dump.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for (name, tool) in [("envmm", "mmdebstrap"), ("envdeb", "debootstrap")] {
+        let stack = recipes.join("stacks").join(name);
+        std::fs::create_dir_all(&stack).unwrap();
+        std::fs::write(
+            stack.join("stack.toml"),
+            format!(
+                "[bootstrap]\nsuite = \"bookworm\"\nvariant = \"minbase\"\ntool = \"{tool}\"\n"
+            ),
+        )
+        .unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        fakes.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |name: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_packager"))
+            .args(["stack", "build", name])
+            .env("PACKAGER_RECIPES", &recipes)
+            .env("PACKAGER_CACHE", dir.path().join("cache"))
+            .env("PATH", &path)
+            .env("AWS_SECRET_ACCESS_KEY", "host-secret")
+            .env("AWS_ACCESS_KEY_ID", "host-key")
+            .env("LC_ALL", "de_DE.UTF-8")
+            .env("http_proxy", "http://127.0.0.1:9")
+            .env("TMPDIR", dir.path())
+            .env("NO_COLOR", "1")
+            // The other variables a tool may get: not this test's to set.
+            .env_remove("https_proxy")
+            .env_remove("ftp_proxy")
+            .env_remove("no_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("NO_PROXY")
+            .output()
+            .unwrap()
+    };
+    let read = |tool: &str| -> BTreeMap<String, String> {
+        let text = std::fs::read_to_string(dir.path().join(format!("{tool}.env")))
+            .unwrap_or_else(|e| panic!("{tool} did not run: {e}"));
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let o = run("envmm");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fake mmdebstrap"));
+    let o = run("envdeb");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for tool in ["mmdebstrap", "debootstrap", "tar"] {
+        let env = read(tool);
+        // What the shell of the fake adds itself.
+        let names: BTreeSet<&str> = env
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !["PWD", "OLDPWD", "SHLVL", "_"].contains(k))
+            .collect();
+        assert_eq!(
+            names,
+            BTreeSet::from(["LANG", "PATH", "SOURCE_DATE_EPOCH", "TMPDIR", "http_proxy"]),
+            "{tool}: {env:?}"
+        );
+        assert_eq!(env["PATH"], path, "{tool}");
+        assert_eq!(env["LANG"], "C.UTF-8", "{tool}");
+        assert_eq!(env["http_proxy"], "http://127.0.0.1:9", "{tool}");
+    }
+}

@@ -387,7 +387,7 @@ impl Builder {
             self.build_only(recipe, opts, image, on_failure),
             self.start_tester(recipe, opts, &run_image)
         );
-        let (built, container) = built?;
+        let (built, container, folder) = built?;
         let tester = tester?;
         let mut log = BuildLog::append(&built.log, self.log_limit(recipe))?;
         let (removed, tested) = tokio::join!(
@@ -400,6 +400,11 @@ impl Builder {
                 reporter
             )
         );
+        if removed.is_ok() {
+            // No container writes in the compiler cache any more: sweep it.
+            self.release_compiler_cache(&job_name(recipe), folder, Some(&mut log))
+                .await;
+        }
         tested?;
         removed?;
         Ok(built)
@@ -562,6 +567,7 @@ impl Builder {
             path: dir.clone(),
             source,
         })?;
+        self.report_swept(job, folder.dir(), folder.swept(), Some(log));
         let mut cached = spec.clone();
         ccache::apply(
             &mut cached,
@@ -609,7 +615,7 @@ impl Builder {
         opts: &BuildOptions,
         image: EnsuredImage,
         on_failure: F,
-    ) -> Result<(Built, ContainerGuard), BuildError>
+    ) -> Result<(Built, ContainerGuard, Option<ccache::Folder>), BuildError>
     where
         F: AsyncFnOnce(&ContainerGuard, &BuildError),
     {
@@ -630,7 +636,7 @@ impl Builder {
             None => {
                 // ccache's counters are read while the prefix is copied out.
                 let (cache_stats, packaged) = tokio::join!(
-                    Self::compiler_cache_stats(&container, compiler_cache),
+                    Self::compiler_cache_stats(&container, compiler_cache.as_ref()),
                     self.package_in(&container, recipe, opts, &job, &mut log)
                 );
                 if let Some(delta) = &cache_stats {
@@ -645,6 +651,7 @@ impl Builder {
                 packaged.map(|(artifact, work)| (artifact, work, cache_stats))
             }
         };
+        let folder = compiler_cache.map(|(folder, _)| folder);
         match result {
             Ok((artifact, work, compiler_cache)) => Ok((
                 Built {
@@ -656,6 +663,7 @@ impl Builder {
                     compiler_cache,
                 },
                 container,
+                folder,
             )),
             Err(mut e) => {
                 on_failure(&container, &e).await;
@@ -671,20 +679,67 @@ impl Builder {
                 } else {
                     container.remove().await?;
                 }
+                // A kept container can still write there: the next build's sweep sees that.
+                self.release_compiler_cache(&job, folder, Some(&mut log))
+                    .await;
                 Err(e)
             }
         }
     }
 
-    /// What the compiler cache did since the container started; the folder's lock is
-    /// released. `None` without a cache, or when ccache does not answer.
+    /// What the compiler cache did since the container started. `None` without a cache, or
+    /// when ccache does not answer.
     async fn compiler_cache_stats(
         container: &ContainerGuard,
-        compiler_cache: Option<(ccache::Folder, ccache::Stats)>,
+        compiler_cache: Option<&(ccache::Folder, ccache::Stats)>,
     ) -> Option<ccache::Stats> {
-        let (_folder, before) = compiler_cache?;
+        let (_, before) = compiler_cache?;
         let now = ccache::stats(container).await.ok().flatten()?;
-        Some(now.since(before))
+        Some(now.since(*before))
+    }
+
+    /// Lets go of a compiler cache folder once the container that mounted it is removed (or
+    /// kept): [`ccache::Folder::release`] sweeps it, and what that undid is a warning and a
+    /// line of `log`. A sweep that fails is a warning too (the build's artifact is not
+    /// affected, and the next build's [`ccache::Folder::open`] sweeps again).
+    pub async fn release_compiler_cache(
+        &self,
+        job: &str,
+        folder: Option<ccache::Folder>,
+        log: Option<&mut BuildLog>,
+    ) {
+        let Some(folder) = folder else { return };
+        let dir = folder.dir().to_path_buf();
+        let released = tokio::task::spawn_blocking(move || folder.release())
+            .await
+            .expect("sweep task does not panic");
+        match released {
+            Ok(swept) => self.report_swept(job, &dir, &swept, log),
+            Err(e) => self.reporter.warn(&format!(
+                "{job}: could not sweep the compiler cache folder {}: {e}",
+                dir.display()
+            )),
+        }
+    }
+
+    /// Says what a sweep of the compiler cache folder `dir` undid (see [`ccache::sweep`]).
+    fn report_swept(
+        &self,
+        job: &str,
+        dir: &Path,
+        swept: &[ccache::Swept],
+        mut log: Option<&mut BuildLog>,
+    ) {
+        for s in swept {
+            let line = format!("compiler cache {}: {s}", dir.display());
+            if let Some(log) = log.as_deref_mut() {
+                log.line(&format!("# {line}"));
+            }
+            self.reporter.warn(&format!("{job}: {line}"));
+        }
+        if let Some(log) = log {
+            let _ = log.flush();
+        }
     }
 
     /// Unpacks the sources (and what the recipe requires) in [`SOURCE_DIR`] as the build

@@ -168,6 +168,39 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// The host's variables a bootstrap tool gets, when set: `PATH` (the tools run dpkg, apt,
+/// chroot, wget and tar from it), `TMPDIR` (where mmdebstrap works), and the proxy variables,
+/// which apt (under mmdebstrap) and wget (under debootstrap) read to reach a mirror from a
+/// host behind a proxy. Nothing else of the host's reaches them (no `AWS_*`, no `HOME`).
+pub const HOST_ENV: [&str; 9] = [
+    "PATH",
+    "TMPDIR",
+    "http_proxy",
+    "https_proxy",
+    "ftp_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+];
+
+/// A host tool of the bootstrap (`program`, found like [`BootstrapTool::find`] does) in a clean
+/// environment: [`HOST_ENV`], `LANG=C.UTF-8` and `SOURCE_DATE_EPOCH=epoch`.
+fn host_tool(program: &str, epoch: u64) -> tokio::process::Command {
+    let mut command =
+        tokio::process::Command::new(find_in_path(program).unwrap_or_else(|| program.into()));
+    command.env_clear();
+    for name in HOST_ENV {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
+        .env("LANG", "C.UTF-8")
+        .env("SOURCE_DATE_EPOCH", epoch.to_string());
+    command
+}
+
 /// mmdebstrap arguments writing a tar of the root filesystem to stdout.
 fn mmdebstrap_args(bootstrap: &Bootstrap, mirror: Option<&str>, arch: Arch) -> Vec<String> {
     let mut args = vec![
@@ -247,7 +280,7 @@ impl RootfsProducer {
         let exit = Arc::new(Mutex::new(None));
         let (mut command, keep_dir) = match tool {
             BootstrapTool::Mmdebstrap => {
-                let mut command = tokio::process::Command::new("mmdebstrap");
+                let mut command = host_tool("mmdebstrap", epoch);
                 command.args(mmdebstrap_args(bootstrap, mirror, arch));
                 (command, None)
             }
@@ -257,9 +290,8 @@ impl RootfsProducer {
                     .prefix("packager-rootfs-")
                     .tempdir()
                     .map_err(spawn_error("debootstrap"))?;
-                let mut child = tokio::process::Command::new("debootstrap")
+                let mut child = host_tool("debootstrap", epoch)
                     .args(debootstrap_args(bootstrap, mirror, dir.path(), arch))
-                    .env("SOURCE_DATE_EPOCH", epoch.to_string())
                     .stdin(Stdio::null())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
@@ -289,7 +321,7 @@ impl RootfsProducer {
                     }
                 }
                 let _ = std::fs::create_dir_all(dir.path().join("var/lib/apt/lists/partial"));
-                let mut command = tokio::process::Command::new("tar");
+                let mut command = host_tool("tar", epoch);
                 command.args([
                     "--numeric-owner",
                     "--sort=name",
@@ -308,7 +340,6 @@ impl RootfsProducer {
             tool.name()
         };
         let mut child = command
-            .env("SOURCE_DATE_EPOCH", epoch.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -139,5 +139,11 @@ pub async fn shell(cli: &Cli, ui: Arc<Ui>, args: &ShellArgs) -> Result<u8, Error
     } else {
         prepared.container.remove().await?;
     }
+    // What the shell left in the compiler cache is swept (a kept container's later writes, by
+    // the next build).
+    let folder = prepared.compiler_cache.take().map(|(folder, _)| folder);
+    builder
+        .release_compiler_cache(&job, folder, Some(&mut prepared.log))
+        .await;
     Ok(exit(code?))
 }
