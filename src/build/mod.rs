@@ -164,6 +164,8 @@ pub struct Built {
     pub work: tempfile::TempDir,
     /// What the compiler cache did in this build; `None` when it was not used.
     pub compiler_cache: Option<ccache::Stats>,
+    /// The `host:port`s the build reached through its egress proxy; `None` without network.
+    pub network: Option<Vec<String>>,
 }
 
 impl Built {
@@ -196,6 +198,7 @@ impl Built {
             (recipe.format == package::ArtifactFormat::TarZst)
                 .then(|| ("zstd-level", recipe.zstd_level.to_string())),
         )
+        .chain(self.network.as_ref().map(|n| ("network", n.join(","))))
         .map(|(k, v)| (k.to_string(), v))
         .collect()
     }
@@ -217,6 +220,8 @@ pub struct Builder {
     pub jobs: usize,
     /// The containers' resource limits: the command line's, and the defaults.
     pub limits: LimitSettings,
+    /// For tests only: names that networked builds reach on loopback ([`crate::egress`]).
+    pub egress_test_hosts: Vec<crate::egress::TestHost>,
 }
 
 /// Where a container's resource limits come from: the command line's
@@ -254,6 +259,8 @@ pub struct Prepared {
     /// The compiler cache the container uses, if any: its folder (held) and ccache's counters
     /// when the container started.
     pub compiler_cache: Option<(ccache::Folder, ccache::Stats)>,
+    /// The container's egress proxy, when the recipe has `network` (stopped when dropped).
+    pub egress: Option<crate::egress::Egress>,
 }
 
 impl Builder {
@@ -447,7 +454,14 @@ impl Builder {
         // Every command names its own.
         spec.working_dir = None;
         spec.mounts = vec![BindMount::read_only(cache_sources, CACHE_MOUNT)];
-        spec.network = recipe.build.network;
+        // Never an engine network: a networked build reaches out only through its egress
+        // proxy, which listens inside the container (see `crate::egress`).
+        spec.network = false;
+        if recipe.build.network.is_on() {
+            let proxy = crate::egress::proxy_env();
+            spec.env.retain(|(k, _)| !proxy.iter().any(|(p, _)| p == k));
+            spec.env.extend(proxy);
+        }
         opts.surroundings.apply(&mut spec);
         let mut writable = vec![SOURCE_DIR, recipe.prefix.as_str()];
         writable.extend(opts.requires.iter().map(|r| r.prefix.as_str()));
@@ -466,6 +480,9 @@ impl Builder {
         let (container, compiler_cache, unpacked) = self
             .start_build_container(recipe, opts, spec, &job, &fetched, &mut log)
             .await?;
+        let egress = self
+            .start_egress(&container, recipe, &job, &mut log)
+            .await?;
         let mut reached = None;
         let failure = match unpacked {
             Err(e) => Some(e),
@@ -482,6 +499,9 @@ impl Builder {
                 .await
                 .err(),
         };
+        for event in egress.iter().flat_map(|e| e.take_new()) {
+            log.line(&format!("# network: {event}"));
+        }
         if let Some(e) = &failure {
             log.line(&format!("# failed: {e}"));
             let _ = log.flush();
@@ -494,7 +514,54 @@ impl Builder {
             reached,
             failure,
             compiler_cache,
+            egress,
         })
+    }
+
+    /// The egress proxy of a build whose recipe has `network`, listening inside `container`
+    /// (see [`crate::egress`]); each request is reported as it is decided.
+    async fn start_egress(
+        &self,
+        container: &ContainerGuard,
+        recipe: &Recipe,
+        job: &str,
+        log: &mut BuildLog,
+    ) -> Result<Option<crate::egress::Egress>, BuildError> {
+        if !recipe.build.network.is_on() {
+            return Ok(None);
+        }
+        let pid = container.pid().await?.ok_or_else(|| {
+            BuildError::Egress(crate::egress::EgressError::Listen {
+                pid: 0,
+                source: std::io::Error::other("the build container is not running"),
+            })
+        })?;
+        let listener = crate::egress::listen_in(pid)?;
+        let policy = crate::egress::Policy {
+            network: recipe.build.network.clone(),
+            test_hosts: self.egress_test_hosts.clone(),
+        };
+        let allowed = match &recipe.build.network {
+            crate::recipe::Network::Hosts(hosts) => hosts
+                .iter()
+                .map(|h| h.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => "any public host".into(),
+        };
+        log.line(&format!(
+            "# network: only through the egress proxy {} (allowed: {allowed}; never loopback, link-local, private or the host's addresses)",
+            crate::egress::PROXY_URL
+        ));
+        let reporter = self.reporter.clone();
+        let job = job.to_string();
+        let egress = crate::egress::Egress::serve(
+            listener,
+            policy,
+            Box::new(move |event| reporter.output(&job, &format!("# network: {event}"))),
+        )
+        .map_err(|source| BuildError::Egress(crate::egress::EgressError::Listen { pid, source }))?;
+        Ok(Some(egress))
     }
 
     /// Creates and starts the build container from `spec` and unpacks the sources in it (the
@@ -611,6 +678,7 @@ impl Builder {
             fetched,
             failure,
             compiler_cache,
+            egress,
             ..
         } = self
             .prepare_in(recipe, opts, image, Some(Phase::Install))
@@ -635,6 +703,8 @@ impl Builder {
                 packaged.map(|(artifact, work)| (artifact, work, cache_stats))
             }
         };
+        let network = egress.as_ref().map(|e| e.reached());
+        drop(egress);
         match result {
             Ok((artifact, work, compiler_cache)) => Ok((
                 Built {
@@ -644,6 +714,7 @@ impl Builder {
                     fetched,
                     work,
                     compiler_cache,
+                    network,
                 },
                 container,
             )),
