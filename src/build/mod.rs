@@ -495,13 +495,11 @@ impl Builder {
                     &mut log,
                     until,
                     &mut reached,
+                    egress.as_ref(),
                 )
                 .await
                 .err(),
         };
-        for event in egress.iter().flat_map(|e| e.take_new()) {
-            log.line(&format!("# network: {event}"));
-        }
         if let Some(e) = &failure {
             log.line(&format!("# failed: {e}"));
             let _ = log.flush();
@@ -784,7 +782,8 @@ impl Builder {
     }
 
     /// Runs the phases up to `until` in a container whose sources are unpacked, recording
-    /// each completed phase in `reached`.
+    /// each completed phase in `reached`; the requests of each phase through `egress` are
+    /// logged after its commands.
     #[allow(clippy::too_many_arguments)]
     async fn phases_in(
         &self,
@@ -795,6 +794,7 @@ impl Builder {
         log: &mut BuildLog,
         until: Option<Phase>,
         reached: &mut Option<Phase>,
+        egress: Option<&crate::egress::Egress>,
     ) -> Result<(), BuildError> {
         let reporter = &*self.reporter;
         let Some(until) = until else {
@@ -817,11 +817,14 @@ impl Builder {
                 reporter.output(job, &note);
             }
             let umask = Some(&opts.surroundings);
-            if let Some((command, exit_code, tail)) = run_commands(
+            let ran = run_commands(
                 container, commands, SOURCE_DIR, user, umask, job, log, reporter,
             )
-            .await?
-            {
+            .await;
+            for event in egress.iter().flat_map(|e| e.take_new()) {
+                log.line(&format!("# network: {event}"));
+            }
+            if let Some((command, exit_code, tail)) = ran? {
                 let after = reached.map_or(String::new(), |p| format!(" --after {p}"));
                 let limit =
                     crate::sandbox::limit_note(exit_code, &tail, self.limits.for_recipe(recipe))
