@@ -230,10 +230,15 @@ pub fn is_own_address(ip: IpAddr) -> bool {
 
 /// Why `ip` must not be connected to, if so.
 fn check_address(ip: IpAddr) -> Result<(), String> {
+    check_address_with(ip, is_own_address)
+}
+
+/// [`check_address`], with `is_own` telling the host's addresses.
+fn check_address_with(ip: IpAddr, is_own: fn(IpAddr) -> bool) -> Result<(), String> {
     if let Some(why) = refusal(ip) {
         return Err(format!("{ip} is {why}"));
     }
-    if is_own_address(ip) {
+    if is_own(ip) {
         return Err(format!("{ip} is an address of the build's host"));
     }
     Ok(())
@@ -692,9 +697,16 @@ mod tests {
     fn the_hosts_own_addresses_are_refused() {
         assert!(is_own_address("127.0.0.1".parse().unwrap()));
         assert!(!is_own_address("192.0.2.1".parse().unwrap()));
-        // Public or not, an address of this machine is the host.
         let e = check_address("127.0.0.1".parse().unwrap()).unwrap_err();
         assert!(e.contains("loopback"), "{e}");
+        // A public address is refused too when it is one of this machine's.
+        let public: IpAddr = "93.184.215.14".parse().unwrap();
+        assert_eq!(check_address_with(public, |_| false), Ok(()));
+        let e = check_address_with(public, |ip| {
+            ip == "93.184.215.14".parse::<IpAddr>().unwrap()
+        })
+        .unwrap_err();
+        assert_eq!(e, "93.184.215.14 is an address of the build's host");
     }
 
     #[test]

@@ -36,7 +36,11 @@ fn networked_recipe(ws: &Workspace, server: &Server, port: u16) {
         step(&format!(
             r#"expect "get http://localhost:{port}/egress-hello" "403 Forbidden" "localhost resolves to 127.0.0.1 is a loopback address""#
         )),
-        // Not listed.
+        // Not listed: refused before anything is resolved or checked (loopback first, so that
+        // the test stops here, sending nothing, if the list were not checked).
+        step(&format!(
+            r#"expect "get http://127.0.0.1:{port}/egress-hello" "403 Forbidden" "127.0.0.1 is not in the recipe""#
+        )),
         step(
             r#"expect "tunnel other.test:443 /" "403 Forbidden" "other.test is not in the recipe""#,
         ),
