@@ -647,7 +647,21 @@ async fn respond(client: &mut TcpStream, status: u16, body: &str) -> std::io::Re
         body.len()
     );
     client.write_all(text.as_bytes()).await?;
-    client.shutdown().await
+    client.shutdown().await?;
+    // Closing with unread bytes (a request body, what a client sent after its CONNECT) would
+    // reset the connection and could lose the answer: read what comes, briefly, first.
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut left = MAX_HEAD;
+        while left > 0 {
+            match client.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
+    Ok(())
 }
 
 #[cfg(test)]
