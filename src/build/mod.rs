@@ -3,7 +3,8 @@
 //! 1. the stack's build image is made sure of (built or imported once, then reused);
 //! 2. sources and resources are fetched into the cache on the host;
 //! 3. a fresh container is created from the image: labelled (`packager.*`), the cache's sources
-//!    mounted read-only, no network unless the recipe says so, no host environment;
+//!    mounted read-only, no network interface but loopback (a recipe with `network` gets the
+//!    egress proxy inside it, see [`crate::egress`]), no host environment;
 //! 4. the sources are re-packed on the host into a sanitised tar stream (see [`crate::archive`])
 //!    and extracted into the work directory through the engine's archive API;
 //! 5. `configure`, `build` and `install` run as separate execs, each exit code checked, all
