@@ -702,8 +702,9 @@ impl Builder {
                 packaged.map(|(artifact, work)| (artifact, work, cache_stats))
             }
         };
+        // The proxy stays up until the container is handed on or removed: a debug shell
+        // (`--shell-on-failure`) has the build's network too.
         let network = egress.as_ref().map(|e| e.reached());
-        drop(egress);
         match result {
             Ok((artifact, work, compiler_cache)) => Ok((
                 Built {
