@@ -26,6 +26,7 @@ pub mod arch;
 pub mod checksum;
 pub mod docker;
 pub mod drop_cleanup;
+pub mod egress;
 pub mod error;
 pub mod output_tail;
 pub mod redact;

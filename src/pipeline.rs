@@ -45,6 +45,9 @@ pub struct Settings {
     /// The engine (`DOCKER_HOST`-style URL) to build each architecture on, when not the
     /// default one: a native arm64 engine, say, rather than emulation.
     pub engines: BTreeMap<Arch, String>,
+    /// For tests only: names that networked builds reach on loopback
+    /// ([`crate::egress::TestHost`], `--egress-test-host`).
+    pub egress_test_hosts: Vec<crate::egress::TestHost>,
 }
 
 impl Settings {
@@ -58,6 +61,7 @@ impl Settings {
             limits: Limits::default(),
             source_date_epoch: crate::package::DEFAULT_MTIME,
             engines: BTreeMap::new(),
+            egress_test_hosts: Vec::new(),
         }
     }
 }
@@ -337,6 +341,7 @@ impl Pipeline {
                 overrides: self.settings.limits,
                 defaults: crate::sandbox::default_limits(memory, cpus, jobs, parallel),
             },
+            egress_test_hosts: self.settings.egress_test_hosts.clone(),
         }
     }
 

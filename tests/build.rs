@@ -291,12 +291,13 @@ env = { FROM_RECIPE = "yes" }
         assert!(!log.contains(leak), "{leak} leaked into the build: {log}");
     }
 
-    // With `network = true` the container has a network interface besides loopback.
+    // With `network = true` the container still has only loopback: its way out is the egress
+    // proxy packager runs inside it (tests/egress.rs), announced in the environment.
     fixture(
         &ws,
         &server,
         "fixture-net",
-        "[build]\nnetwork = true\nconfigure = [\"ls /sys/class/net | grep -vx lo\", \"./configure --prefix={prefix}\"]\n",
+        "[build]\nnetwork = true\nconfigure = [\"test \\\"$(ls /sys/class/net)\\\" = lo\", \"test \\\"$HTTPS_PROXY\\\" = http://127.0.0.1:3128\", \"./configure --prefix={prefix}\"]\n",
     );
     let o = ws.run(&["build", "fixture-net", "1.0.0"]);
     assert!(o.status.success(), "{}", stderr(&o));

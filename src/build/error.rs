@@ -21,6 +21,9 @@ pub enum BuildError {
     /// The engine failed.
     #[error(transparent)]
     Docker(#[from] DockerError),
+    /// The egress proxy of a networked build could not be started.
+    #[error(transparent)]
+    Egress(#[from] crate::egress::EgressError),
     /// A source archive was refused or could not be read.
     #[error("cannot unpack the sources of {job}")]
     Unpack {
@@ -185,6 +188,7 @@ impl BuildError {
             BuildError::Fetch(e) => e.hint(),
             BuildError::Stack(e) => e.hint(),
             BuildError::Docker(e) => e.hint(),
+            BuildError::Egress(e) => e.hint(),
             BuildError::Phase { failure, .. } | BuildError::Test(failure) => {
                 Some(failure.debug.clone())
             }

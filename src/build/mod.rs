@@ -3,7 +3,8 @@
 //! 1. the stack's build image is made sure of (built or imported once, then reused);
 //! 2. sources and resources are fetched into the cache on the host;
 //! 3. a fresh container is created from the image: labelled (`packager.*`), the cache's sources
-//!    mounted read-only, no network unless the recipe says so, no host environment;
+//!    mounted read-only, no network interface but loopback (a recipe with `network` gets the
+//!    egress proxy inside it, see [`crate::egress`]), no host environment;
 //! 4. the sources are re-packed on the host into a sanitised tar stream (see [`crate::archive`])
 //!    and extracted into the work directory through the engine's archive API;
 //! 5. `configure`, `build` and `install` run as separate execs, each exit code checked, all
@@ -165,6 +166,8 @@ pub struct Built {
     pub work: tempfile::TempDir,
     /// What the compiler cache did in this build; `None` when it was not used.
     pub compiler_cache: Option<ccache::Stats>,
+    /// The `host:port`s the build reached through its egress proxy; `None` without network.
+    pub network: Option<Vec<String>>,
 }
 
 impl Built {
@@ -197,6 +200,7 @@ impl Built {
             (recipe.format == package::ArtifactFormat::TarZst)
                 .then(|| ("zstd-level", recipe.zstd_level.to_string())),
         )
+        .chain(self.network.as_ref().map(|n| ("network", n.join(","))))
         .map(|(k, v)| (k.to_string(), v))
         .collect()
     }
@@ -218,6 +222,8 @@ pub struct Builder {
     pub jobs: usize,
     /// The containers' resource limits: the command line's, and the defaults.
     pub limits: LimitSettings,
+    /// For tests only: names that networked builds reach on loopback ([`crate::egress`]).
+    pub egress_test_hosts: Vec<crate::egress::TestHost>,
 }
 
 /// Where a container's resource limits come from: the command line's
@@ -255,6 +261,8 @@ pub struct Prepared {
     /// The compiler cache the container uses, if any: its folder (held) and ccache's counters
     /// when the container started.
     pub compiler_cache: Option<(ccache::Folder, ccache::Stats)>,
+    /// The container's egress proxy, when the recipe has `network` (stopped when dropped).
+    pub egress: Option<crate::egress::Egress>,
 }
 
 impl Builder {
@@ -462,7 +470,14 @@ impl Builder {
         // Every command names its own.
         spec.working_dir = None;
         spec.mounts = vec![BindMount::read_only(cache_sources, CACHE_MOUNT)];
-        spec.network = recipe.build.network;
+        // Never an engine network: a networked build reaches out only through its egress
+        // proxy, which listens inside the container (see `crate::egress`).
+        spec.network = false;
+        if recipe.build.network.is_on() {
+            let proxy = crate::egress::proxy_env();
+            spec.env.retain(|(k, _)| !proxy.iter().any(|(p, _)| p == k));
+            spec.env.extend(proxy);
+        }
         opts.surroundings.apply(&mut spec);
         let mut writable = vec![SOURCE_DIR, recipe.prefix.as_str()];
         writable.extend(opts.requires.iter().map(|r| r.prefix.as_str()));
@@ -481,6 +496,9 @@ impl Builder {
         let (container, compiler_cache, unpacked) = self
             .start_build_container(recipe, opts, spec, &job, &fetched, &mut log)
             .await?;
+        let egress = self
+            .start_egress(&container, recipe, &job, &mut log)
+            .await?;
         let mut reached = None;
         let failure = match unpacked {
             Err(e) => Some(e),
@@ -493,6 +511,7 @@ impl Builder {
                     &mut log,
                     until,
                     &mut reached,
+                    egress.as_ref(),
                 )
                 .await
                 .err(),
@@ -509,7 +528,54 @@ impl Builder {
             reached,
             failure,
             compiler_cache,
+            egress,
         })
+    }
+
+    /// The egress proxy of a build whose recipe has `network`, listening inside `container`
+    /// (see [`crate::egress`]); each request is reported as it is decided.
+    async fn start_egress(
+        &self,
+        container: &ContainerGuard,
+        recipe: &Recipe,
+        job: &str,
+        log: &mut BuildLog,
+    ) -> Result<Option<crate::egress::Egress>, BuildError> {
+        if !recipe.build.network.is_on() {
+            return Ok(None);
+        }
+        let pid = container.pid().await?.ok_or_else(|| {
+            BuildError::Egress(crate::egress::EgressError::Listen {
+                pid: 0,
+                source: std::io::Error::other("the build container is not running"),
+            })
+        })?;
+        let listener = crate::egress::listen_in(pid)?;
+        let policy = crate::egress::Policy {
+            network: recipe.build.network.clone(),
+            test_hosts: self.egress_test_hosts.clone(),
+        };
+        let allowed = match &recipe.build.network {
+            crate::recipe::Network::Hosts(hosts) => hosts
+                .iter()
+                .map(|h| h.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => "any public host".into(),
+        };
+        log.line(&format!(
+            "# network: only through the egress proxy {} (allowed: {allowed}; never loopback, link-local, private or the host's addresses)",
+            crate::egress::PROXY_URL
+        ));
+        let reporter = self.reporter.clone();
+        let job = job.to_string();
+        let egress = crate::egress::Egress::serve(
+            listener,
+            policy,
+            Box::new(move |event| reporter.output(&job, &format!("# network: {event}"))),
+        )
+        .map_err(|source| BuildError::Egress(crate::egress::EgressError::Listen { pid, source }))?;
+        Ok(Some(egress))
     }
 
     /// Creates and starts the build container from `spec` and unpacks the sources in it (the
@@ -627,6 +693,7 @@ impl Builder {
             fetched,
             failure,
             compiler_cache,
+            egress,
             ..
         } = self
             .prepare_in(recipe, opts, image, Some(Phase::Install))
@@ -652,6 +719,9 @@ impl Builder {
             }
         };
         let folder = compiler_cache.map(|(folder, _)| folder);
+        // The proxy stays up until the container is handed on or removed: a debug shell
+        // (`--shell-on-failure`) has the build's network too.
+        let network = egress.as_ref().map(|e| e.reached());
         match result {
             Ok((artifact, work, compiler_cache)) => Ok((
                 Built {
@@ -661,6 +731,7 @@ impl Builder {
                     fetched,
                     work,
                     compiler_cache,
+                    network,
                 },
                 container,
                 folder,
@@ -778,7 +849,8 @@ impl Builder {
     }
 
     /// Runs the phases up to `until` in a container whose sources are unpacked, recording
-    /// each completed phase in `reached`.
+    /// each completed phase in `reached`; the requests of each phase through `egress` are
+    /// logged after its commands.
     #[allow(clippy::too_many_arguments)]
     async fn phases_in(
         &self,
@@ -789,6 +861,7 @@ impl Builder {
         log: &mut BuildLog,
         until: Option<Phase>,
         reached: &mut Option<Phase>,
+        egress: Option<&crate::egress::Egress>,
     ) -> Result<(), BuildError> {
         let reporter = &*self.reporter;
         let Some(until) = until else {
@@ -816,11 +889,14 @@ impl Builder {
                 phase.name(),
                 limit.unwrap_or(crate::sandbox::DEFAULT_TIMEOUT),
             );
-            if let Some((command, exit_code, tail)) = run_commands(
+            let ran = run_commands(
                 container, commands, SOURCE_DIR, user, umask, deadline, job, log, reporter,
             )
-            .await?
-            {
+            .await;
+            for event in egress.iter().flat_map(|e| e.take_new()) {
+                log.line(&format!("# network: {event}"));
+            }
+            if let Some((command, exit_code, tail)) = ran? {
                 let after = reached.map_or(String::new(), |p| format!(" --after {p}"));
                 let limit =
                     crate::sandbox::limit_note(exit_code, &tail, self.limits.for_recipe(recipe))

@@ -100,6 +100,17 @@ pub struct Global {
         value_name = "URL"
     )]
     pub engine_amd64: Option<String>,
+    /// FOR TESTS ONLY: a networked build's requests to NAME:PORT go to 127.0.0.1:PORT when its
+    /// recipe lists NAME (repeatable or comma-separated); the one way a build reaches loopback
+    #[arg(
+        long = "egress-test-host",
+        global = true,
+        env = "PACKAGER_EGRESS_TEST_HOST",
+        value_delimiter = ',',
+        value_name = "NAME:PORT",
+        hide = true
+    )]
+    pub egress_test_hosts: Vec<packager::egress::TestHost>,
 }
 
 fn parse_memory(text: &str) -> Result<u64, String> {

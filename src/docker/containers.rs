@@ -256,6 +256,20 @@ impl Docker {
         }
     }
 
+    /// The host process id of a running container's main process (`None` when it does not
+    /// run): what joins its namespaces, for a process on the engine's own machine.
+    pub async fn container_pid(&self, id: &str) -> Result<Option<u32>, DockerError> {
+        let c = self
+            .client
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| DockerError::container(id, "inspect", e))?;
+        Ok(c.state
+            .and_then(|s| s.pid)
+            .and_then(|pid| u32::try_from(pid).ok())
+            .filter(|pid| *pid > 0))
+    }
+
     /// Renames a container (the engine refuses a name another container has).
     pub async fn rename_container(&self, id: &str, name: &str) -> Result<(), DockerError> {
         let options = RenameContainerOptionsBuilder::default().name(name).build();
@@ -384,6 +398,11 @@ impl ContainerGuard {
     /// The connection this container lives on.
     pub fn docker(&self) -> &Docker {
         &self.docker
+    }
+
+    /// Its main process's host pid; see [`Docker::container_pid`].
+    pub async fn pid(&self) -> Result<Option<u32>, DockerError> {
+        self.docker.container_pid(&self.id).await
     }
 
     /// Starts the container; see [`Docker::start_container`].

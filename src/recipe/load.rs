@@ -17,6 +17,7 @@ use super::model::{
     Build, Limits, LoadOptions, PHASES, Recipe, Requirement, Resource, Source, Test, parse_memory,
     parse_size, parse_timeout, url_file_name,
 };
+use super::network::{HostPattern, Network};
 use super::source::{Location, parse_toml};
 use super::{
     APP_DIR, DEFAULT_ARTIFACT, DEFAULT_PREFIX, DEFAULT_REVISED_ARTIFACT, DEFAULT_STACK,
@@ -80,7 +81,7 @@ struct BuildLayer {
     build: Option<Vec<Spanned<String>>>,
     install: Option<Vec<Spanned<String>>>,
     requires: Option<Vec<Spanned<String>>>,
-    network: Option<bool>,
+    network: Option<Spanned<NetworkLayer>>,
     include_requires: Option<bool>,
     stack_packages: Option<Vec<Spanned<String>>>,
     memory: Option<Spanned<String>>,
@@ -90,6 +91,39 @@ struct BuildLayer {
     max_unpacked_size: Option<Spanned<String>>,
     compiler_cache: Option<bool>,
     timeout: Option<Spanned<String>>,
+}
+
+/// `network = true` (any public host) or `network = ["host", …]` (those hosts).
+#[derive(Debug)]
+enum NetworkLayer {
+    All(bool),
+    Hosts(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for NetworkLayer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = NetworkLayer;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or a list of host names")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<NetworkLayer, E> {
+                Ok(NetworkLayer::All(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<NetworkLayer, A::Error> {
+                let mut hosts = Vec::new();
+                while let Some(host) = seq.next_element()? {
+                    hosts.push(host);
+                }
+                Ok(NetworkLayer::Hosts(hosts))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// `root = true` (every phase) or `root = ["install"]` (those phases).
@@ -643,7 +677,7 @@ pub fn load(
         build: t.list(build_cmds.as_ref(), &["make -j{jobs}"])?,
         install: t.list(install.as_ref(), &["make install"])?,
         requires,
-        network: ob.network.or(bb.network).unwrap_or(false),
+        network: network_policy(base_f, bb.network, over_f, ob.network)?,
         include_requires: ob.include_requires.or(bb.include_requires).unwrap_or(false),
         stack_packages: t.list(packages.as_ref(), &[])?,
         limits,
@@ -831,6 +865,46 @@ fn build_limits(
         }
     }
     Ok(limits)
+}
+
+/// `network`: the version file's value replaces the shared one; each host is checked
+/// ([`HostPattern::parse`]), an error naming its line.
+fn network_policy(
+    base_f: &SourceFile,
+    base: Option<Spanned<NetworkLayer>>,
+    over_f: &SourceFile,
+    over: Option<Spanned<NetworkLayer>>,
+) -> Result<Network, RecipeError> {
+    let (file, layer) = match (over, base) {
+        (Some(o), _) => (over_f, o),
+        (None, Some(b)) => (base_f, b),
+        (None, None) => return Ok(Network::Off),
+    };
+    let span = layer.span();
+    match layer.into_inner() {
+        NetworkLayer::Hosts(list) if list.is_empty() => Err(file.error(
+            span,
+            "`network = []` allows no host: write `network = false` for no network",
+        )),
+        NetworkLayer::All(true) => Ok(Network::Any),
+        NetworkLayer::All(false) => Ok(Network::Off),
+        NetworkLayer::Hosts(list) => {
+            let mut hosts: Vec<HostPattern> = Vec::new();
+            for item in list {
+                let host = HostPattern::parse(item.get_ref()).map_err(|e| {
+                    let mut e = file.error(item.span(), e);
+                    if let RecipeError::Invalid { hint, .. } = &mut e {
+                        *hint = Some("`network = true` for any public host, `false` for none, or a list of host names such as [\"static.rust-lang.org\", \"*.example.org\"]".into());
+                    }
+                    e
+                })?;
+                if !hosts.contains(&host) {
+                    hosts.push(host);
+                }
+            }
+            Ok(Network::Hosts(hosts))
+        }
+    }
 }
 
 /// `root`: the version file's value replaces the shared one.

@@ -19,6 +19,7 @@ mod catalogue;
 mod load;
 mod model;
 mod name;
+mod network;
 mod show;
 
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ pub use model::{
     parse_size, parse_timeout, url_file_name,
 };
 pub use name::{RuntimeName, StackName, is_lowercase_slug};
+pub use network::{HostPattern, Network};
 
 /// The folder under the recipes directory that holds stacks, not a runtime.
 pub const STACKS_DIR: &str = "stacks";

@@ -95,8 +95,8 @@ pub struct Build {
     pub install: Vec<String>,
     /// Runtimes this one is built against.
     pub requires: Vec<Requirement>,
-    /// Whether the build may use the network.
-    pub network: bool,
+    /// What the build may reach, through the egress proxy ([`super::Network`]).
+    pub network: super::Network,
     /// Whether the artifact keeps the files of the runtimes it was built against (by default
     /// it holds only what its own install added or changed).
     pub include_requires: bool,

@@ -67,7 +67,7 @@ struct ShowBuild<'a> {
     include_requires: bool,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     stack_packages: &'a [String],
-    network: bool,
+    network: &'a super::Network,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     root: &'a [String],
     env: &'a BTreeMap<String, String>,
@@ -135,7 +135,7 @@ impl Recipe {
                     .collect(),
                 include_requires: self.build.include_requires,
                 stack_packages: &self.build.stack_packages,
-                network: self.build.network,
+                network: &self.build.network,
                 root: &self.build.root,
                 env: &self.build.env,
             },

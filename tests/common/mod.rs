@@ -103,11 +103,13 @@ fn handle(mut conn: TcpStream, state: Arc<Mutex<State>>) {
         if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
             return;
         }
+        let mut close = false;
         loop {
             let mut header = String::new();
             if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
                 break;
             }
+            close |= header.eq_ignore_ascii_case("connection: close\r\n");
         }
         let path = request_line
             .split_whitespace()
@@ -159,6 +161,9 @@ fn handle(mut conn: TcpStream, state: Arc<Mutex<State>>) {
             }
         }
         let _ = conn.flush();
+        if close {
+            return;
+        }
     }
 }
 

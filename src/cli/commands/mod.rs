@@ -169,6 +169,7 @@ fn pipeline(cli: &Cli, ui: &Arc<Ui>) -> Result<Pipeline, Error> {
         limits: g.limits(),
         source_date_epoch: source_date_epoch()?,
         engines: g.engines(),
+        egress_test_hosts: g.egress_test_hosts.clone(),
     };
     Pipeline::new(settings, ui.clone())
 }
