@@ -221,8 +221,8 @@ fn a_test_past_its_timeout_fails_and_leaves_no_container() {
     assert!(containers_of(&docker, "slow-test").is_empty());
     assert!(!ws.dir.path().join("store").join("slow-test").exists());
 
-    // The linkage gate runs within the same limit: an artifact whose `uname` hangs (the
-    // probe finds the prefix's programs first) cannot hold it up.
+    // An artifact whose own `uname` hangs cannot hold the linkage gate up: the probe runs the
+    // run image's tools by absolute path, never the prefix's (it did, and hung, before).
     fixture_recipe(
         &ws,
         &server,
@@ -230,20 +230,14 @@ fn a_test_past_its_timeout_fails_and_leaves_no_container() {
         r#"[build]
 install = ["make install", "printf '#!/bin/sh\nsleep 60\n' > {prefix}/bin/uname", "chmod 755 {prefix}/bin/uname"]
 [test]
-timeout = "3s"
+timeout = "20s"
 "#,
     );
     let started = Instant::now();
     let o = build(&ws, &["slow-test", "1.0.0"]);
     let log = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "{log}");
+    assert_eq!(o.status.code(), Some(0), "{log}");
     assert!(started.elapsed() < Duration::from_secs(60), "{log}");
-    assert!(
-        log.contains(
-            "test of slow-test 1.0.0 timed out: `the linkage gate's probe` still ran after 3s"
-        ),
-        "{log}"
-    );
     assert!(containers_of(&docker, "slow-test").is_empty());
 }
 
