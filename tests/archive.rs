@@ -4,8 +4,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use packager::archive::{
-    ArchiveError, ArchiveFormat, RepackSummary, UnsafeReason, detect_format, repack_archive,
-    repack_file,
+    ArchiveError, ArchiveFormat, Owner, RepackSummary, UnpackLimits, UnsafeReason, WorkTree,
+    detect_format, repack_archive, repack_file,
 };
 use tar::{EntryType, Header};
 
@@ -351,7 +351,7 @@ fn refuses_entries_through_or_over_symlinks() {
         1,
     );
     assert_eq!(entry, "pkg/d/l");
-    assert_eq!(reason, UnsafeReason::BelowSymlink("d".into()));
+    assert_eq!(reason, UnsafeReason::BelowSymlink("deps/d".into()));
 
     let (entry, reason, _) = refused(
         &[
@@ -768,14 +768,14 @@ fn a_decompression_bomb_stops_at_the_limit_naming_the_archive() {
     );
     assert!(std::fs::metadata(&path).unwrap().len() < 64 << 10);
 
-    let options = packager::archive::RepackOptions {
-        max_unpacked: Some(1 << 20),
-        ..Default::default()
-    };
+    let mut tree = WorkTree::new(
+        Owner::ROOT,
+        UnpackLimits::for_sources(0, Some(1 << 20), None),
+    );
     let mut stream = Vec::new();
-    let err =
-        packager::archive::repack_archive_with(&path, 1, Path::new(""), &options, &mut stream)
-            .unwrap_err();
+    let err = tree
+        .repack_archive(&path, 1, Path::new(""), &mut stream)
+        .unwrap_err();
     let message = err.to_string();
     assert!(
         matches!(err, ArchiveError::TooLarge { limit, .. } if limit == 1 << 20),
