@@ -1289,3 +1289,160 @@ impl<W: Write> Write for GuardedWriter<W> {
         self.inner.flush().inspect_err(|_| self.write_failed = true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts the bytes read through it.
+    struct Counting<R> {
+        inner: R,
+        read: Rc<Cell<u64>>,
+    }
+
+    impl<R: Read> Read for Counting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read.set(self.read.get() + n as u64);
+            Ok(n)
+        }
+    }
+
+    /// A header of `kind` declaring `size` bytes, as an attacker writes it: the body that
+    /// follows is whatever the decompressor produces (here, zeros).
+    fn record_header(kind: EntryType, size: u64) -> Vec<u8> {
+        let mut header = Header::new_gnu();
+        header.set_entry_type(kind);
+        header.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+        header.set_mode(0o644);
+        header.set_size(size);
+        header.set_cksum();
+        header.as_bytes().to_vec()
+    }
+
+    fn repack_reader(reader: impl Read + 'static) -> Result<RepackSummary, ArchiveError> {
+        let mut tree = WorkTree::new(Owner::ROOT, UnpackLimits::for_sources(0, None, None));
+        tree.archives.push(PathBuf::from("bomb.tar"));
+        tree.repack_stream(Path::new("bomb.tar"), Box::new(reader), 0, &[], io::sink())
+    }
+
+    #[test]
+    fn long_name_and_pax_records_are_refused_before_their_bodies_are_read() {
+        // 64 MiB bodies: without the caps they would be read whole (into memory, for all but
+        // the global header).
+        let declared = 64u64 << 20;
+        for (kind, record, limit) in [
+            (EntryType::GNULongName, "GNU long name record", MAX_PATH_LEN),
+            (EntryType::GNULongLink, "GNU long link record", MAX_PATH_LEN),
+            (EntryType::XHeader, "pax header", MAX_PAX_HEADER),
+            (EntryType::XGlobalHeader, "pax global header", MAX_PAX_HEADER),
+        ] {
+            let read = Rc::new(Cell::new(0));
+            let stream = io::Cursor::new(record_header(kind, declared))
+                .chain(io::repeat(0).take(declared + 4096));
+            let err = repack_reader(Counting {
+                inner: stream,
+                read: read.clone(),
+            })
+            .unwrap_err();
+            match &err {
+                ArchiveError::UnsafeEntry { entry, reason, .. } => {
+                    assert_eq!(entry, "././@LongLink");
+                    assert_eq!(
+                        *reason,
+                        UnsafeReason::RecordTooLarge {
+                            record,
+                            size: declared,
+                            limit
+                        }
+                    );
+                }
+                other => panic!("{record}: expected a refused record, got {other:?}"),
+            }
+            assert!(err.to_string().contains("bomb.tar"), "{err}");
+            // The header and nothing of the body.
+            assert!(read.get() <= 512, "{record}: read {} bytes", read.get());
+        }
+    }
+
+    #[test]
+    fn records_at_their_limit_are_read() {
+        // A 4095-byte path and its NUL: exactly MAX_PATH_LEN.
+        let name = format!("pkg/{}", "n".repeat(4091));
+        let mut tar = record_header(EntryType::GNULongName, MAX_PATH_LEN);
+        tar.extend_from_slice(name.as_bytes());
+        tar.push(0);
+        tar.resize(tar.len().next_multiple_of(512), 0);
+        let mut header = Header::new_gnu();
+        header.as_gnu_mut().unwrap().name[..5].copy_from_slice(b"short");
+        header.set_mode(0o644);
+        header.set_size(0);
+        header.set_cksum();
+        tar.extend_from_slice(header.as_bytes());
+        tar.extend_from_slice(&[0; 1024]);
+        let mut tree = WorkTree::new(Owner::ROOT, UnpackLimits::for_sources(0, None, None));
+        tree.archives.push(PathBuf::from("long.tar"));
+        let mut out = Vec::new();
+        tree.repack_stream(
+            Path::new("long.tar"),
+            Box::new(io::Cursor::new(tar)),
+            0,
+            &[],
+            &mut out,
+        )
+        .unwrap();
+        let mut archive = tar::Archive::new(&out[..]);
+        let entry = archive.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(entry.path_bytes().as_ref(), name.as_bytes());
+    }
+
+    fn links<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&[u8]) -> Option<&'a [u8]> {
+        move |path| {
+            pairs
+                .iter()
+                .find(|(p, _)| p.as_bytes() == path)
+                .map(|(_, t)| t.as_bytes())
+        }
+    }
+
+    #[test]
+    fn follow_link_walks_through_earlier_links() {
+        // `a/b -> ..` is the root: `a/b/../..` is above it.
+        let known = [("a/b", "..")];
+        assert_eq!(
+            follow_link(&[], b"a/b/../..", links(&known)),
+            Err(ChainError::Escapes {
+                through: b"a/b".to_vec()
+            })
+        );
+        // Lexically the same target is fine.
+        assert_eq!(resolve_link(&[], b"a/b/../.."), Some(vec![]));
+        // Links to links, inside.
+        let known = [("lib", "usr/lib"), ("usr/lib/x", "../share")];
+        assert_eq!(
+            follow_link(&[b"bin"], b"../lib/x/y", links(&known)),
+            Ok(vec![b"usr".to_vec(), b"share".to_vec(), b"y".to_vec()])
+        );
+        // A link met on the way whose own target is absolute.
+        let known = [("etc", "/etc")];
+        assert!(matches!(
+            follow_link(&[], b"etc/passwd", links(&known)),
+            Err(ChainError::Escapes { .. })
+        ));
+        // A loop, and a chain longer than the kernel follows.
+        let known = [("x", "y"), ("y", "x")];
+        assert_eq!(
+            follow_link(&[], b"x", links(&known)),
+            Err(ChainError::TooDeep)
+        );
+        let chain: Vec<(String, String)> = (0..=MAX_LINK_FOLLOWS)
+            .map(|i| (format!("l{i}"), format!("l{}", i + 1)))
+            .collect();
+        let chain: Vec<(&str, &str)> = chain.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(
+            follow_link(&[], b"l0", links(&chain)),
+            Err(ChainError::TooDeep)
+        );
+        assert!(follow_link(&[], b"l1", links(&chain)).is_ok());
+    }
+}
