@@ -1138,6 +1138,18 @@ fn the_entry_limit_is_for_all_the_archives_of_a_build_together() {
     assert!(message.contains("more than 5 entries"), "{message}");
     assert!(message.contains("`[build] max_unpacked_entries`"), "{message}");
 
+    // A plain file is one entry.
+    let mut tree = WorkTree::new(
+        Owner::ROOT,
+        UnpackLimits::for_sources(0, None, Some(3)),
+    );
+    tree.repack_archive(&first, 1, Path::new("a"), &mut Vec::new())
+        .unwrap();
+    let err = tree
+        .repack_file(&first, Path::new("b/file"), &mut Vec::new())
+        .unwrap_err();
+    assert!(matches!(err, ArchiveError::TooManyEntries { .. }), "{err:?}");
+
     // The default.
     let limits = UnpackLimits::for_sources(0, None, None);
     assert_eq!(limits.max_entries, packager::archive::DEFAULT_MAX_ENTRIES);
@@ -1152,4 +1164,28 @@ fn the_entry_limit_is_for_all_the_archives_of_a_build_together() {
         default_message.contains("1000000 per build (`[build] max_unpacked_entries` raises it)"),
         "{default_message}"
     );
+}
+
+#[test]
+fn paths_and_link_targets_longer_than_path_max_are_refused() {
+    // A pax `path` record may be up to 1 MiB; a path may not be longer than PATH_MAX.
+    let long = format!("pkg/{}", "p".repeat(5000));
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_pax_extensions([("path", long.as_bytes())])
+        .unwrap();
+    raw_entry(&mut builder, EntryType::Regular, b"pkg/harmless", b"x");
+    let (entry, reason) = refused_tar(builder.into_inner().unwrap());
+    assert_eq!(reason, UnsafeReason::PathTooLong { len: 5004 });
+    // The name is shortened in the error.
+    assert_eq!(entry, format!("pkg/{}…", "p".repeat(96)));
+
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_pax_extensions([("linkpath", "t/".repeat(3000).as_bytes())])
+        .unwrap();
+    raw_symlink(&mut builder, b"pkg/link", b"t");
+    let (entry, reason) = refused_tar(builder.into_inner().unwrap());
+    assert_eq!(entry, "pkg/link");
+    assert_eq!(reason, UnsafeReason::PathTooLong { len: 6000 });
 }
