@@ -942,8 +942,19 @@ fn links_are_followed_through_an_earlier_archive_of_the_build() {
     let mut tree = default_tree();
     tree.repack_archive(&source, 1, Path::new(""), &mut Vec::new())
         .unwrap();
+    let mut stream = Vec::new();
     let err = tree
-        .repack_archive(&resource, 1, Path::new("lib/x"), &mut Vec::new())
+        .repack_archive(&resource, 1, Path::new("lib/x"), &mut stream)
+        .unwrap_err();
+    assert!(
+        matches!(&err, ArchiveError::UnsafeEntry { entry, reason: UnsafeReason::BelowSymlink(l), .. } if l == "lib" && entry == "lib/x"),
+        "{err:?}"
+    );
+    // Refused before its directories are written.
+    assert!(stream.is_empty(), "{} bytes written", stream.len());
+    // A plain file too.
+    let err = tree
+        .repack_file(&resource, Path::new("lib/patch"), &mut Vec::new())
         .unwrap_err();
     assert!(
         matches!(&err, ArchiveError::UnsafeEntry { reason: UnsafeReason::BelowSymlink(l), .. } if l == "lib"),

@@ -506,9 +506,9 @@ impl WorkTree {
         };
         self.archives.push(archive.to_owned());
         let mut repacker = Repacker::new(archive, out, self.owner);
-        let result = repacker
-            .write_destination_dirs(dest)
-            .and_then(|()| self.check_destination(archive, dest))
+        let result = self
+            .check_destination(archive, dest)
+            .and_then(|()| repacker.write_destination_dirs(dest))
             .and_then(|()| {
                 repacker.copy_entries(self, Box::new(reader), strip_components, dest)
             })
@@ -552,9 +552,9 @@ impl WorkTree {
         let (dirs, _) = dest_components.split_at(dest_components.len() - 1);
         let owner = self.owner;
         let mut repacker = Repacker::new(file, out, owner);
-        let result = repacker
-            .write_destination_dirs(dirs)
-            .and_then(|()| self.check_destination(file, &dest_components))
+        let result = self
+            .check_destination(file, &dest_components)
+            .and_then(|()| repacker.write_destination_dirs(dirs))
             .and_then(|()| self.count_entry(file))
             .and_then(|()| {
                 let allowed = self.limits.max_bytes.saturating_sub(self.bytes);
