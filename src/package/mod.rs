@@ -549,12 +549,12 @@ impl Indexer<'_> {
                 EntryType::Symlink => {
                     let target = entry.link_name_bytes().unwrap_or_default();
                     let link_dir = &relative[..relative.len() - 1];
+                    // Followed through the other symlinks once all are known, below.
                     let target = self.symlink_target(link_dir, &target).ok_or_else(|| {
                         refuse(Refusal::SymlinkEscapes(
                             String::from_utf8_lossy(&target).into_owned(),
                         ))
                     })?;
-                    self.follow(link_dir, &target).map_err(&refuse)?;
                     Kind::Symlink { target }
                 }
                 EntryType::Link => {
