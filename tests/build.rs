@@ -389,6 +389,52 @@ fn a_decompression_bomb_fails_naming_the_archive_and_its_limit_and_leaves_nothin
 }
 
 #[test]
+fn the_entry_limit_counts_the_source_and_its_resources_together() {
+    // The source holds 7 entries and the resource 4: each is under `max_unpacked_entries = 10`,
+    // together they are not.
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    let source = common::fixture::tarball("many-1.0.0", &common::fixture::c_project("many", "1.0.0"));
+    let source_sum = sha256_hex(&source);
+    let source_url = server.route("/many-1.0.0.tar.gz", Route::Body(source));
+    let files: Vec<(String, u32, Vec<u8>)> = (0..3)
+        .map(|i| (format!("tool{i}"), 0o644, vec![b'x'; 10]))
+        .collect();
+    let resource = common::fixture::tarball("tools", &files);
+    let resource_sum = sha256_hex(&resource);
+    let resource_url = server.route("/tools.tar.gz", Route::Body(resource));
+    ws.write(
+        "many/1.0.0.toml",
+        &format!(
+            "stack = \"mini\"\n[source]\nurl = \"{source_url}\"\nsha256 = \"{source_sum}\"\n[[resources]]\nurl = \"{resource_url}\"\nsha256 = \"{resource_sum}\"\ndest = \"external/tools\"\nunpack = true\n[build]\nmax_unpacked_entries = 10\n"
+        ),
+    );
+    let o = ws.run(&["build", "many", "1.0.0"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot unpack the sources"), "{err}");
+    assert!(err.contains("more than 10 entries together"), "{err}");
+    assert!(
+        err.contains(&resource_sum),
+        "the resource, where the limit was passed, is named (its cache file): {err}"
+    );
+    assert!(err.contains("raise `[build] max_unpacked_entries`"), "{err}");
+    assert!(containers_of(&docker, "many").is_empty());
+
+    // `0` is not a limit.
+    ws.write(
+        "many/1.0.0.toml",
+        &format!(
+            "stack = \"mini\"\n[source]\nurl = \"{source_url}\"\nsha256 = \"{source_sum}\"\n[build]\nmax_unpacked_entries = 0\n"
+        ),
+    );
+    let o = ws.run(&["show", "many", "1.0.0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("1.0.0.toml:6"), "{}", stderr(&o));
+}
+
+#[test]
 fn sigint_during_a_build_exits_130_and_removes_the_container() {
     let docker = docker();
     let server = Server::start();
