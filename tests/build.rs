@@ -313,6 +313,8 @@ fn hostile_source_archives_are_refused() {
         ("dotdot", "../../escape"),
         ("absolute", "/tmp/escape-absolute"),
         ("symlink", "link"),
+        ("chain", "evil-1.0.0/c"),
+        ("pax-bomb", "PaxHeaders/bomb"),
     ] {
         let runtime = format!("evil-{kind}");
         let tgz = hostile_tarball(kind);
@@ -332,7 +334,7 @@ fn hostile_source_archives_are_refused() {
         assert_eq!(kept.len(), 1, "{kind}: --keep keeps the container");
         let check = std::process::Command::new("docker")
             .args(["exec", &kept[0].id, "sh", "-c"])
-            .arg("test ! -e /escape && test ! -e /build/escape && test ! -e /tmp/escape-absolute && test ! -e /build/src/link")
+            .arg("test ! -e /escape && test ! -e /build/escape && test ! -e /tmp/escape-absolute && test ! -e /build/src/link && test ! -e /build/src/c")
             .status()
             .unwrap();
         rt().block_on(docker.remove_container(&kept[0].id)).unwrap();
