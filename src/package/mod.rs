@@ -17,7 +17,10 @@
 //! * symlinks are kept. A relative target that climbs above the prefix, or an absolute target
 //!   outside the prefix, is an error naming the link. **An absolute target inside the prefix**
 //!   (`/app/lib/libx.so.1`) **is rewritten to the equivalent relative target**
-//!   (`../lib/libx.so.1`), so the artifact never depends on where it is extracted;
+//!   (`../lib/libx.so.1`), so the artifact never depends on where it is extracted. Once every
+//!   entry is indexed, each target is also followed through the prefix's other symlinks, as the
+//!   kernel would: one that leaves the prefix that way (`lib/up -> ..` then `x -> lib/up/../..`),
+//!   or goes through more than 40 symlinks, is an error naming the link;
 //! * hard links are kept as hard links: of each set of linked paths, the first in sorted order
 //!   carries the data and the others are hard links to it;
 //! * devices, fifos and other special files, entries outside the prefix, `..` components,
