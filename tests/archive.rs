@@ -1200,3 +1200,37 @@ fn paths_and_link_targets_longer_than_path_max_are_refused() {
     assert_eq!(entry, "pkg/link");
     assert_eq!(reason, UnsafeReason::PathTooLong { len: 6000 });
 }
+
+#[test]
+fn the_paths_kept_for_the_checks_are_bounded() {
+    // Long names are cheap in a compressed archive; the host keeps each path (and each link's
+    // target) to check hard links and symlinks, within a budget.
+    let tmp = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..4).map(|i| format!("pkg/{i}{}", "n".repeat(90))).collect();
+    let mut entries: Vec<Raw<'_>> = names.iter().map(|n| file(n, 0o644, b"x")).collect();
+    entries.push(link(EntryType::Symlink, "pkg/l", &names[0][4..]));
+    let path = write(tmp.path(), "names.tar", &raw_tar(&entries));
+    let limits = |max_name_bytes| UnpackLimits {
+        max_name_bytes,
+        ..UnpackLimits::for_sources(0, None, None)
+    };
+    // 4 paths of 91 bytes (after stripping), then the link: its path, target and name, and its
+    // path again for the archive's own map.
+    let mut tree = WorkTree::new(Owner::ROOT, limits(364 + 1 + 91 + 5 + 1));
+    tree.repack_archive(&path, 1, Path::new(""), &mut Vec::new())
+        .unwrap();
+    for max in [300, 364 + 1 + 91 + 5] {
+        let err = WorkTree::new(Owner::ROOT, limits(max))
+            .repack_archive(&path, 1, Path::new(""), &mut Vec::new())
+            .unwrap_err();
+        assert!(
+            matches!(&err, ArchiveError::TooManyNames { limit, .. } if *limit == max),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    }
+    assert_eq!(
+        UnpackLimits::for_sources(0, None, None).max_name_bytes,
+        256 << 20
+    );
+}

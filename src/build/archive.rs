@@ -257,6 +257,18 @@ pub enum ArchiveError {
         /// Where the limit comes from.
         origin: EntriesOrigin,
     },
+    /// The paths and link targets of the build's archives are too long together to be checked
+    /// in bounded memory.
+    #[error(
+        "the paths and link targets of this build's sources take more than {limit} bytes together (at archive {}), more than the host keeps to check them",
+        path.display()
+    )]
+    TooManyNames {
+        /// The archive being unpacked when the limit was passed.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// Writing the output tar stream failed.
     #[error("failed to write the tar stream for {}", path.display())]
     Write {
@@ -330,6 +342,11 @@ pub const MAX_LINK_FOLLOWS: usize = 40;
 /// The default number of entries the archives of one build may hold together.
 pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
 
+/// The default number of bytes of paths and link targets the checks of one build's archives
+/// keep in memory (for hard links, duplicates and symlinks): 256 MiB. Real sources use a few
+/// MiB; without a bound, a small archive of long names would make the host keep gigabytes.
+pub const DEFAULT_MAX_NAME_BYTES: u64 = 256 << 20;
+
 /// The default limit of what archives of `compressed` bytes (together) may unpack to: 2 GiB,
 /// or 50 times their size when that is more. Small sources that inflate past it are a
 /// decompression bomb, not a runtime.
@@ -388,6 +405,8 @@ pub struct UnpackLimits {
     pub max_entries: u64,
     /// Where `max_entries` comes from.
     pub entries_origin: EntriesOrigin,
+    /// The most bytes of paths and link targets kept in memory for the checks.
+    pub max_name_bytes: u64,
 }
 
 impl UnpackLimits {
@@ -400,6 +419,7 @@ impl UnpackLimits {
             bytes_origin: max_bytes.map_or(SizeOrigin::Default, |_| SizeOrigin::Recipe),
             max_entries: max_entries.unwrap_or(DEFAULT_MAX_ENTRIES),
             entries_origin: max_entries.map_or(EntriesOrigin::Default, |_| EntriesOrigin::Recipe),
+            max_name_bytes: DEFAULT_MAX_NAME_BYTES,
         }
     }
 }
@@ -413,6 +433,8 @@ pub struct WorkTree {
     limits: UnpackLimits,
     bytes: u64,
     entries: u64,
+    /// Bytes of paths and link targets kept in `links` and the archives' own maps.
+    name_bytes: u64,
     /// Every symlink written so far, by its path in the work tree.
     links: HashMap<Vec<u8>, TreeLink>,
     /// The archives the links came from.
@@ -434,6 +456,7 @@ impl WorkTree {
             limits,
             bytes: 0,
             entries: 0,
+            name_bytes: 0,
             links: HashMap::new(),
             archives: Vec::new(),
         }
@@ -590,6 +613,18 @@ impl WorkTree {
                 path: archive.to_owned(),
                 limit: self.limits.max_entries,
                 origin: self.limits.entries_origin,
+            });
+        }
+        Ok(())
+    }
+
+    /// Accounts for `bytes` more of paths kept in memory, failing past the limit.
+    fn keep_names(&mut self, archive: &Path, bytes: usize) -> Step {
+        self.name_bytes += bytes as u64;
+        if self.name_bytes > self.limits.max_name_bytes {
+            return Err(ArchiveError::TooManyNames {
+                path: archive.to_owned(),
+                limit: self.limits.max_name_bytes,
             });
         }
         Ok(())
@@ -1201,6 +1236,7 @@ impl<'a, W: Write> Repacker<'a, W> {
                     header.set_size(0);
                     let target_path = PathBuf::from(OsStr::from_bytes(&target));
                     self.append_link(&mut header, &out_path, &target_path, &name)?;
+                    tree.keep_names(archive_path, tree_key.len() + target.len() + name.len())?;
                     tree.links.insert(
                         tree_key,
                         TreeLink {
@@ -1223,6 +1259,7 @@ impl<'a, W: Write> Repacker<'a, W> {
                     self.summary.bytes += size;
                 }
             }
+            tree.keep_names(archive_path, key.len())?;
             seen.insert(key, kind);
         }
         Ok(())
