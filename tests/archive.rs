@@ -822,7 +822,10 @@ fn symlink_chains_are_refused_in_either_order() {
             through: "deps/a/b".into()
         }
     );
-    assert!(message.contains("through the symlink `deps/a/b`"), "{message}");
+    assert!(
+        message.contains("through the symlink `deps/a/b`"),
+        "{message}"
+    );
     // Refused before it is written: the engine never sees the link.
     let tmp = tempfile::tempdir().unwrap();
     let path = write(
@@ -1061,7 +1064,10 @@ fn a_huge_pax_header_is_refused_from_its_size_naming_the_archive() {
         other => panic!("expected a refused pax header, got {other:?}"),
     }
     assert!(message.contains(&path.display().to_string()), "{message}");
-    assert!(message.contains("more than the 1048576 allowed"), "{message}");
+    assert!(
+        message.contains("more than the 1048576 allowed"),
+        "{message}"
+    );
     assert!(stream.is_empty());
 }
 
@@ -1130,10 +1136,7 @@ fn the_entry_limit_is_for_all_the_archives_of_a_build_together() {
         )
     };
     let (first, second) = (archive("first.tar"), archive("second.tar"));
-    let mut tree = WorkTree::new(
-        Owner::ROOT,
-        UnpackLimits::for_sources(0, None, Some(5)),
-    );
+    let mut tree = WorkTree::new(Owner::ROOT, UnpackLimits::for_sources(0, None, Some(5)));
     tree.repack_archive(&first, 1, Path::new("a"), &mut Vec::new())
         .unwrap();
     // Stripped entries count: they were read.
@@ -1147,19 +1150,22 @@ fn the_entry_limit_is_for_all_the_archives_of_a_build_together() {
         "{err:?}"
     );
     assert!(message.contains("more than 5 entries"), "{message}");
-    assert!(message.contains("`[build] max_unpacked_entries`"), "{message}");
+    assert!(
+        message.contains("`[build] max_unpacked_entries`"),
+        "{message}"
+    );
 
     // A plain file is one entry.
-    let mut tree = WorkTree::new(
-        Owner::ROOT,
-        UnpackLimits::for_sources(0, None, Some(3)),
-    );
+    let mut tree = WorkTree::new(Owner::ROOT, UnpackLimits::for_sources(0, None, Some(3)));
     tree.repack_archive(&first, 1, Path::new("a"), &mut Vec::new())
         .unwrap();
     let err = tree
         .repack_file(&first, Path::new("b/file"), &mut Vec::new())
         .unwrap_err();
-    assert!(matches!(err, ArchiveError::TooManyEntries { .. }), "{err:?}");
+    assert!(
+        matches!(err, ArchiveError::TooManyEntries { .. }),
+        "{err:?}"
+    );
 
     // The default.
     let limits = UnpackLimits::for_sources(0, None, None);
@@ -1206,7 +1212,9 @@ fn the_paths_kept_for_the_checks_are_bounded() {
     // Long names are cheap in a compressed archive; the host keeps each path (and each link's
     // target) to check hard links and symlinks, within a budget.
     let tmp = tempfile::tempdir().unwrap();
-    let names: Vec<String> = (0..4).map(|i| format!("pkg/{i}{}", "n".repeat(90))).collect();
+    let names: Vec<String> = (0..4)
+        .map(|i| format!("pkg/{i}{}", "n".repeat(90)))
+        .collect();
     let mut entries: Vec<Raw<'_>> = names.iter().map(|n| file(n, 0o644, b"x")).collect();
     entries.push(link(EntryType::Symlink, "pkg/l", &names[0][4..]));
     let path = write(tmp.path(), "names.tar", &raw_tar(&entries));
@@ -1227,7 +1235,10 @@ fn the_paths_kept_for_the_checks_are_bounded() {
             matches!(&err, ArchiveError::TooManyNames { limit, .. } if *limit == max),
             "{err:?}"
         );
-        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
     }
     assert_eq!(
         UnpackLimits::for_sources(0, None, None).max_name_bytes,

@@ -397,7 +397,8 @@ fn the_entry_limit_counts_the_source_and_its_resources_together() {
     let docker = docker();
     let server = Server::start();
     let ws = workspace();
-    let source = common::fixture::tarball("many-1.0.0", &common::fixture::c_project("many", "1.0.0"));
+    let source =
+        common::fixture::tarball("many-1.0.0", &common::fixture::c_project("many", "1.0.0"));
     let source_sum = sha256_hex(&source);
     let source_url = server.route("/many-1.0.0.tar.gz", Route::Body(source));
     let files: Vec<(String, u32, Vec<u8>)> = (0..3)
@@ -421,7 +422,10 @@ fn the_entry_limit_counts_the_source_and_its_resources_together() {
         err.contains(&resource_sum),
         "the resource, where the limit was passed, is named (its cache file): {err}"
     );
-    assert!(err.contains("raise `[build] max_unpacked_entries`"), "{err}");
+    assert!(
+        err.contains("raise `[build] max_unpacked_entries`"),
+        "{err}"
+    );
     assert!(containers_of(&docker, "many").is_empty());
 
     // `0` is not a limit.

@@ -757,12 +757,7 @@ fn setuid_setgid_and_sticky_bits_are_dropped() {
     .unwrap();
     let modes: Vec<(String, u32)> = raw_headers(&artifact)
         .iter()
-        .map(|h| {
-            (
-                h.path().unwrap().display().to_string(),
-                h.mode().unwrap(),
-            )
-        })
+        .map(|h| (h.path().unwrap().display().to_string(), h.mode().unwrap()))
         .collect();
     assert_eq!(
         modes,

@@ -121,9 +121,9 @@ pub enum UnsafeReason {
     /// A symlink's target, followed through the symlinks of the work tree, leaves its root.
     LinkChainEscapes {
         /// The symlink's target.
-        target: String,
+        target: Box<str>,
         /// The last symlink followed on the way out.
-        through: String,
+        through: Box<str>,
     },
     /// Following a symlink's target takes more than [`MAX_LINK_FOLLOWS`] symlinks (a loop).
     LinkLoop(String),
@@ -366,7 +366,9 @@ pub enum SizeOrigin {
 impl fmt::Display for SizeOrigin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Self::Default => "2 GiB or 50 times the archives' size (`[build] max_unpacked_size` raises it)",
+            Self::Default => {
+                "2 GiB or 50 times the archives' size (`[build] max_unpacked_size` raises it)"
+            }
             Self::Recipe => "the recipe's `[build] max_unpacked_size`",
         })
     }
@@ -532,9 +534,7 @@ impl WorkTree {
         let result = self
             .check_destination(archive, dest)
             .and_then(|()| repacker.write_destination_dirs(dest))
-            .and_then(|()| {
-                repacker.copy_entries(self, Box::new(reader), strip_components, dest)
-            })
+            .and_then(|()| repacker.copy_entries(self, Box::new(reader), strip_components, dest))
             .and_then(|()| self.check_links());
         self.bytes = self.bytes.saturating_add(consumed.get().min(allowed));
         // Whatever error the limit caused on its way up, the limit is what to report.
@@ -639,7 +639,10 @@ impl WorkTree {
         };
         let components: Vec<&[u8]> = dest.iter().map(Vec::as_slice).collect();
         self.check_ancestors(&components).map_err(refuse)?;
-        if !components.is_empty() && self.links.contains_key(join(&components).as_os_str().as_bytes())
+        if !components.is_empty()
+            && self
+                .links
+                .contains_key(join(&components).as_os_str().as_bytes())
         {
             return Err(refuse(UnsafeReason::ReplacesSymlink));
         }
@@ -669,8 +672,8 @@ impl WorkTree {
         .map(drop)
         .map_err(|e| match e {
             ChainError::Escapes { through } => UnsafeReason::LinkChainEscapes {
-                target: target_name(),
-                through: String::from_utf8_lossy(&through).into_owned(),
+                target: target_name().into(),
+                through: String::from_utf8_lossy(&through).into(),
             },
             ChainError::TooDeep => UnsafeReason::LinkLoop(target_name()),
         })
@@ -801,9 +804,7 @@ pub(crate) fn follow_link<'l>(
     let mut followed = 0;
     let mut through: Option<Vec<u8>> = None;
     let escapes = |through: &Option<Vec<u8>>, resolved: &[Vec<u8>]| ChainError::Escapes {
-        through: through
-            .clone()
-            .unwrap_or_else(|| resolved.join(&b'/')),
+        through: through.clone().unwrap_or_else(|| resolved.join(&b'/')),
     };
     while let Some(component) = pending.pop() {
         match component.as_slice() {
@@ -1152,7 +1153,12 @@ impl<'a, W: Write> Repacker<'a, W> {
                 other => return Err(refuse(UnsafeReason::UnsupportedType(type_name(other)))),
             };
             let header_size = entry.header().entry_size().map_err(read_err)?;
-            for extension in pax.as_deref().map(tar::PaxExtensions::new).into_iter().flatten() {
+            for extension in pax
+                .as_deref()
+                .map(tar::PaxExtensions::new)
+                .into_iter()
+                .flatten()
+            {
                 let extension = extension.map_err(read_err)?;
                 if extension.key_bytes() == b"size" {
                     let pax = String::from_utf8_lossy(extension.value_bytes()).into_owned();
@@ -1296,7 +1302,9 @@ impl<R: Read> Read for Limited<R> {
         let n = self.inner.read(&mut buf[..want])?;
         self.consumed.set(self.consumed.get() + n as u64);
         if n as u64 > left {
-            return Err(io::Error::other("the archives unpack past their size limit"));
+            return Err(io::Error::other(
+                "the archives unpack past their size limit",
+            ));
         }
         Ok(n)
     }
@@ -1372,7 +1380,11 @@ mod tests {
             (EntryType::GNULongName, "GNU long name record", MAX_PATH_LEN),
             (EntryType::GNULongLink, "GNU long link record", MAX_PATH_LEN),
             (EntryType::XHeader, "pax header", MAX_PAX_HEADER),
-            (EntryType::XGlobalHeader, "pax global header", MAX_PAX_HEADER),
+            (
+                EntryType::XGlobalHeader,
+                "pax global header",
+                MAX_PAX_HEADER,
+            ),
         ] {
             let read = Rc::new(Cell::new(0));
             let stream = io::Cursor::new(record_header(kind, declared))
@@ -1475,7 +1487,10 @@ mod tests {
         let chain: Vec<(String, String)> = (0..=MAX_LINK_FOLLOWS)
             .map(|i| (format!("l{i}"), format!("l{}", i + 1)))
             .collect();
-        let chain: Vec<(&str, &str)> = chain.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let chain: Vec<(&str, &str)> = chain
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
         assert_eq!(
             follow_link(&[], b"l0", links(&chain)),
             Err(ChainError::TooDeep)

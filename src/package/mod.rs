@@ -189,9 +189,9 @@ pub enum Refusal {
     /// A symlink target, followed through the other symlinks of the prefix, leaves it.
     SymlinkChainEscapes {
         /// The symlink's target.
-        target: String,
+        target: Box<str>,
         /// The last symlink followed on the way out.
-        through: String,
+        through: Box<str>,
     },
     /// Following a symlink target takes more than [`MAX_LINK_FOLLOWS`] symlinks (a loop).
     SymlinkLoop(String),
@@ -608,8 +608,8 @@ impl Indexer<'_> {
         .map(drop)
         .map_err(|e| match e {
             ChainError::Escapes { through } => Refusal::SymlinkChainEscapes {
-                target: target_name(),
-                through: String::from_utf8_lossy(&through).into_owned(),
+                target: target_name().into(),
+                through: String::from_utf8_lossy(&through).into(),
             },
             ChainError::TooDeep => Refusal::SymlinkLoop(target_name()),
         })

@@ -135,7 +135,8 @@ pub fn hostile_tarball(kind: &str) -> Vec<u8> {
             let mut c = tar::Header::new_gnu();
             c.set_entry_type(tar::EntryType::Symlink);
             c.set_size(0);
-            tar.append_link(&mut c, "evil-1.0.0/c", "a/b/../..").unwrap();
+            tar.append_link(&mut c, "evil-1.0.0/c", "a/b/../..")
+                .unwrap();
         }
         "pax-bomb" => {
             // A pax header declaring 1 GiB, then zeros: the host must not read it whole.
