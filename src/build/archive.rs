@@ -1367,7 +1367,6 @@ mod tests {
 
     fn repack_reader(reader: impl Read + 'static) -> Result<RepackSummary, ArchiveError> {
         let mut tree = WorkTree::new(Owner::ROOT, UnpackLimits::for_sources(0, None, None));
-        tree.archives.push(PathBuf::from("bomb.tar"));
         tree.repack_stream(Path::new("bomb.tar"), Box::new(reader), 0, &[], io::sink())
     }
 
@@ -1430,7 +1429,6 @@ mod tests {
         tar.extend_from_slice(header.as_bytes());
         tar.extend_from_slice(&[0; 1024]);
         let mut tree = WorkTree::new(Owner::ROOT, UnpackLimits::for_sources(0, None, None));
-        tree.archives.push(PathBuf::from("long.tar"));
         let mut out = Vec::new();
         tree.repack_stream(
             Path::new("long.tar"),
