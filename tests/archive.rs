@@ -4,8 +4,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use packager::archive::{
-    ArchiveError, ArchiveFormat, RepackSummary, UnsafeReason, detect_format, repack_archive,
-    repack_file,
+    ArchiveError, ArchiveFormat, Owner, RepackSummary, UnpackLimits, UnsafeReason, WorkTree,
+    detect_format, repack_archive, repack_file,
 };
 use tar::{EntryType, Header};
 
@@ -351,7 +351,7 @@ fn refuses_entries_through_or_over_symlinks() {
         1,
     );
     assert_eq!(entry, "pkg/d/l");
-    assert_eq!(reason, UnsafeReason::BelowSymlink("d".into()));
+    assert_eq!(reason, UnsafeReason::BelowSymlink("deps/d".into()));
 
     let (entry, reason, _) = refused(
         &[
@@ -768,14 +768,14 @@ fn a_decompression_bomb_stops_at_the_limit_naming_the_archive() {
     );
     assert!(std::fs::metadata(&path).unwrap().len() < 64 << 10);
 
-    let options = packager::archive::RepackOptions {
-        max_unpacked: Some(1 << 20),
-        ..Default::default()
-    };
+    let mut tree = WorkTree::new(
+        Owner::ROOT,
+        UnpackLimits::for_sources(0, Some(1 << 20), None),
+    );
     let mut stream = Vec::new();
-    let err =
-        packager::archive::repack_archive_with(&path, 1, Path::new(""), &options, &mut stream)
-            .unwrap_err();
+    let err = tree
+        .repack_archive(&path, 1, Path::new(""), &mut stream)
+        .unwrap_err();
     let message = err.to_string();
     assert!(
         matches!(err, ArchiveError::TooLarge { limit, .. } if limit == 1 << 20),
@@ -794,5 +794,454 @@ fn a_decompression_bomb_stops_at_the_limit_naming_the_archive() {
     assert_eq!(
         packager::archive::default_max_unpacked(100 << 20),
         5000 << 20
+    );
+}
+
+/// A work tree with the default limits for small archives, owned by root.
+fn default_tree() -> WorkTree {
+    WorkTree::new(Owner::ROOT, UnpackLimits::for_sources(0, None, None))
+}
+
+#[test]
+fn symlink_chains_are_refused_in_either_order() {
+    // `a/b -> ..` is the root and `c -> a/b/../..` is then above it, though each link alone,
+    // read lexically, stays inside.
+    let (entry, reason, message) = refused(
+        &[
+            dir("pkg/a/"),
+            link(EntryType::Symlink, "pkg/a/b", ".."),
+            link(EntryType::Symlink, "pkg/c", "a/b/../.."),
+        ],
+        1,
+    );
+    assert_eq!(entry, "pkg/c");
+    assert_eq!(
+        reason,
+        UnsafeReason::LinkChainEscapes {
+            target: "a/b/../..".into(),
+            through: "deps/a/b".into()
+        }
+    );
+    assert!(
+        message.contains("through the symlink `deps/a/b`"),
+        "{message}"
+    );
+    // Refused before it is written: the engine never sees the link.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write(
+        tmp.path(),
+        "chain.tar",
+        &raw_tar(&[
+            dir("pkg/a/"),
+            link(EntryType::Symlink, "pkg/a/b", ".."),
+            link(EntryType::Symlink, "pkg/c", "a/b/../.."),
+        ]),
+    );
+    let mut stream = Vec::new();
+    repack_archive(&path, 1, Path::new(""), &mut stream).unwrap_err();
+    let written: Vec<String> = tar::Archive::new(&stream[..])
+        .entries()
+        .unwrap()
+        .map_while(Result::ok)
+        .map(|e| e.path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(written, ["a", "a/b"]);
+
+    // The same links the other way round: `c` is refused once `a/b` is known.
+    let (entry, reason, _) = refused(
+        &[
+            link(EntryType::Symlink, "pkg/c", "a/b/../.."),
+            dir("pkg/a/"),
+            link(EntryType::Symlink, "pkg/a/b", ".."),
+        ],
+        1,
+    );
+    assert_eq!(entry, "pkg/c");
+    assert!(
+        matches!(reason, UnsafeReason::LinkChainEscapes { .. }),
+        "{reason:?}"
+    );
+
+    // A loop.
+    let (entry, reason, _) = refused(
+        &[
+            link(EntryType::Symlink, "pkg/x", "y"),
+            link(EntryType::Symlink, "pkg/y", "x"),
+        ],
+        1,
+    );
+    assert_eq!(entry, "pkg/x");
+    assert_eq!(reason, UnsafeReason::LinkLoop("y".into()));
+
+    // Chains that stay inside are fine.
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = raw_tar(&[
+        dir("pkg/usr/lib/"),
+        link(EntryType::Symlink, "pkg/lib", "usr/lib"),
+        link(EntryType::Symlink, "pkg/usr/lib/up", ".."),
+        link(EntryType::Symlink, "pkg/top", "lib/up/.."),
+    ]);
+    let path = write(tmp.path(), "ok.tar", &tar);
+    let (stream, _) = repack(&path, 1, "").unwrap();
+    assert_eq!(parse(&stream).len(), 4);
+}
+
+#[test]
+fn links_are_followed_through_an_earlier_archive_of_the_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The source: `x -> y/z/../..`, lexically the root.
+    let source = write(
+        tmp.path(),
+        "source.tar",
+        &raw_tar(&[
+            dir("pkg/y/"),
+            link(EntryType::Symlink, "pkg/x", "y/z/../.."),
+        ]),
+    );
+    // A resource unpacked at `y`: `z -> .` is harmless alone, but makes `x` the parent of the
+    // work tree.
+    let resource = write(
+        tmp.path(),
+        "resource.tar",
+        &raw_tar(&[link(EntryType::Symlink, "res/z", ".")]),
+    );
+    let mut tree = default_tree();
+    tree.repack_archive(&source, 1, Path::new(""), &mut Vec::new())
+        .unwrap();
+    let err = tree
+        .repack_archive(&resource, 1, Path::new("y"), &mut Vec::new())
+        .unwrap_err();
+    match err {
+        ArchiveError::UnsafeEntry {
+            path,
+            entry,
+            reason,
+        } => {
+            // Named where it is: the source's `x`.
+            assert_eq!(path, source);
+            assert_eq!(entry, "pkg/x");
+            assert_eq!(
+                reason,
+                UnsafeReason::LinkChainEscapes {
+                    target: "y/z/../..".into(),
+                    through: "y/z".into()
+                }
+            );
+        }
+        other => panic!("expected a refused link, got {other:?}"),
+    }
+
+    // A resource whose destination goes through a link of the source.
+    let source = write(
+        tmp.path(),
+        "source2.tar",
+        &raw_tar(&[link(EntryType::Symlink, "pkg/lib", "sub")]),
+    );
+    let resource = write(
+        tmp.path(),
+        "resource2.tar",
+        &raw_tar(&[file("res/f", 0o644, b"x")]),
+    );
+    let mut tree = default_tree();
+    tree.repack_archive(&source, 1, Path::new(""), &mut Vec::new())
+        .unwrap();
+    let mut stream = Vec::new();
+    let err = tree
+        .repack_archive(&resource, 1, Path::new("lib/x"), &mut stream)
+        .unwrap_err();
+    assert!(
+        matches!(&err, ArchiveError::UnsafeEntry { entry, reason: UnsafeReason::BelowSymlink(l), .. } if l == "lib" && entry == "lib/x"),
+        "{err:?}"
+    );
+    // Refused before its directories are written.
+    assert!(stream.is_empty(), "{} bytes written", stream.len());
+    // A plain file too.
+    let err = tree
+        .repack_file(&resource, Path::new("lib/patch"), &mut Vec::new())
+        .unwrap_err();
+    assert!(
+        matches!(&err, ArchiveError::UnsafeEntry { reason: UnsafeReason::BelowSymlink(l), .. } if l == "lib"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn hard_links_through_symlinks_and_directories_over_symlinks_are_refused() {
+    let (entry, reason, _) = refused(
+        &[
+            dir("pkg/sub/"),
+            file("pkg/sub/f", 0o644, b"x"),
+            link(EntryType::Symlink, "pkg/d", "sub"),
+            link(EntryType::Link, "pkg/h", "pkg/d/f"),
+        ],
+        1,
+    );
+    assert_eq!(entry, "pkg/h");
+    assert_eq!(reason, UnsafeReason::BelowSymlink("deps/d".into()));
+
+    let (entry, reason, _) = refused(
+        &[link(EntryType::Symlink, "pkg/d", "sub"), dir("pkg/d/")],
+        1,
+    );
+    assert_eq!(entry, "pkg/d/");
+    assert_eq!(reason, UnsafeReason::ReplacesSymlink);
+}
+
+#[test]
+fn setuid_setgid_and_sticky_bits_are_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = raw_tar(&[
+        Raw {
+            mode: 0o3775,
+            ..dir("pkg/shared/")
+        },
+        file("pkg/suid", 0o4755, b"#!/bin/sh\n"),
+        file("pkg/sgid", 0o2711, b"#!/bin/sh\n"),
+    ]);
+    let path = write(tmp.path(), "suid.tar", &tar);
+    let (stream, _) = repack(&path, 1, "").unwrap();
+    let modes: Vec<(String, u32)> = parse(&stream)
+        .into_iter()
+        .map(|o| (o.path, o.mode))
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            ("shared".to_owned(), 0o775),
+            ("suid".to_owned(), 0o755),
+            ("sgid".to_owned(), 0o711),
+        ]
+    );
+
+    // A plain file (a patch, a resource) too.
+    use std::os::unix::fs::PermissionsExt;
+    let plain = write(tmp.path(), "tool", b"#!/bin/sh\n");
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o6755)).unwrap();
+    assert_eq!(
+        std::fs::metadata(&plain).unwrap().permissions().mode() & 0o7777,
+        0o6755
+    );
+    let mut stream = Vec::new();
+    repack_file(&plain, Path::new("bin/tool"), &mut stream).unwrap();
+    assert_eq!(parse(&stream).last().unwrap().mode, 0o755);
+}
+
+#[test]
+fn a_huge_pax_header_is_refused_from_its_size_naming_the_archive() {
+    // A pax header declaring 64 MiB, followed by zeros (only 4 MiB of them here, to keep the
+    // test fast: the body is never read). Read whole, as the `tar` crate does, 64 MiB would be
+    // memory (and 2 GiB from a 2 MB archive).
+    let declared: u64 = 64 << 20;
+    let mut tar = Vec::new();
+    let mut header = Header::new_ustar();
+    header.set_path("PaxHeaders/bomb").unwrap();
+    header.set_entry_type(EntryType::XHeader);
+    header.set_size(declared);
+    header.set_cksum();
+    tar.extend_from_slice(header.as_bytes());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).unwrap();
+    std::io::copy(&mut std::io::repeat(0).take(4 << 20), &mut gz).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write(tmp.path(), "pax-bomb.tar.gz", &gz.finish().unwrap());
+    assert!(std::fs::metadata(&path).unwrap().len() < 256 << 10);
+
+    let mut stream = Vec::new();
+    let err = repack_archive(&path, 1, Path::new(""), &mut stream).unwrap_err();
+    let message = err.to_string();
+    match err {
+        ArchiveError::UnsafeEntry { entry, reason, .. } => {
+            assert_eq!(entry, "PaxHeaders/bomb");
+            assert_eq!(
+                reason,
+                UnsafeReason::RecordTooLarge {
+                    record: "pax header",
+                    size: declared,
+                    limit: packager::archive::MAX_PAX_HEADER
+                }
+            );
+        }
+        other => panic!("expected a refused pax header, got {other:?}"),
+    }
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(
+        message.contains("more than the 1048576 allowed"),
+        "{message}"
+    );
+    assert!(stream.is_empty());
+}
+
+#[test]
+fn the_size_limit_is_for_all_the_archives_of_a_build_together() {
+    // Three archives of 600 KiB each (unpacked) against a limit of 1 MiB: the second passes it.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = vec![7u8; 600 << 10];
+    let archives: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            write(
+                tmp.path(),
+                &format!("part{i}.tar.gz"),
+                &gzip(&raw_tar(&[file("pkg/data", 0o644, &data)])),
+            )
+        })
+        .collect();
+    let mut tree = WorkTree::new(
+        Owner::ROOT,
+        UnpackLimits::for_sources(0, Some(1 << 20), None),
+    );
+    tree.repack_archive(&archives[0], 1, Path::new("a"), &mut Vec::new())
+        .unwrap();
+    assert!(tree.unpacked_bytes() > 600 << 10);
+    let err = tree
+        .repack_archive(&archives[1], 1, Path::new("b"), &mut Vec::new())
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(&err, ArchiveError::TooLarge { path, limit, .. } if *path == archives[1] && *limit == 1 << 20),
+        "{err:?}"
+    );
+    assert!(message.contains("together"), "{message}");
+    assert!(message.contains("max_unpacked_size"), "{message}");
+
+    // A plain file counts too.
+    let mut tree = WorkTree::new(
+        Owner::ROOT,
+        UnpackLimits::for_sources(0, Some(1 << 20), None),
+    );
+    tree.repack_archive(&archives[0], 1, Path::new("a"), &mut Vec::new())
+        .unwrap();
+    let plain = write(tmp.path(), "plain", &data);
+    let err = tree
+        .repack_file(&plain, Path::new("b/file"), &mut Vec::new())
+        .unwrap_err();
+    assert!(matches!(err, ArchiveError::TooLarge { .. }), "{err:?}");
+
+    // The default is 2 GiB or 50 times the archives' sizes together.
+    let limits = UnpackLimits::for_sources(100 << 20, None, None);
+    assert_eq!(limits.max_bytes, 5000 << 20);
+}
+
+#[test]
+fn the_entry_limit_is_for_all_the_archives_of_a_build_together() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = |name: &str| {
+        write(
+            tmp.path(),
+            name,
+            &raw_tar(&[
+                dir("pkg/"),
+                file("pkg/one", 0o644, b"1"),
+                file("pkg/two", 0o644, b"2"),
+            ]),
+        )
+    };
+    let (first, second) = (archive("first.tar"), archive("second.tar"));
+    let mut tree = WorkTree::new(Owner::ROOT, UnpackLimits::for_sources(0, None, Some(5)));
+    tree.repack_archive(&first, 1, Path::new("a"), &mut Vec::new())
+        .unwrap();
+    // Stripped entries count: they were read.
+    assert_eq!(tree.entries(), 3);
+    let err = tree
+        .repack_archive(&second, 1, Path::new("b"), &mut Vec::new())
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(&err, ArchiveError::TooManyEntries { path, limit: 5, .. } if *path == second),
+        "{err:?}"
+    );
+    assert!(message.contains("more than 5 entries"), "{message}");
+    assert!(
+        message.contains("`[build] max_unpacked_entries`"),
+        "{message}"
+    );
+
+    // A plain file is one entry.
+    let mut tree = WorkTree::new(Owner::ROOT, UnpackLimits::for_sources(0, None, Some(3)));
+    tree.repack_archive(&first, 1, Path::new("a"), &mut Vec::new())
+        .unwrap();
+    let err = tree
+        .repack_file(&first, Path::new("b/file"), &mut Vec::new())
+        .unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::TooManyEntries { .. }),
+        "{err:?}"
+    );
+
+    // The default.
+    let limits = UnpackLimits::for_sources(0, None, None);
+    assert_eq!(limits.max_entries, packager::archive::DEFAULT_MAX_ENTRIES);
+    assert_eq!(limits.max_entries, 1_000_000);
+    let default_message = ArchiveError::TooManyEntries {
+        path: first.clone(),
+        limit: limits.max_entries,
+        origin: limits.entries_origin,
+    }
+    .to_string();
+    assert!(
+        default_message.contains("1000000 per build (`[build] max_unpacked_entries` raises it)"),
+        "{default_message}"
+    );
+}
+
+#[test]
+fn paths_and_link_targets_longer_than_path_max_are_refused() {
+    // A pax `path` record may be up to 1 MiB; a path may not be longer than PATH_MAX.
+    let long = format!("pkg/{}", "p".repeat(5000));
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_pax_extensions([("path", long.as_bytes())])
+        .unwrap();
+    raw_entry(&mut builder, EntryType::Regular, b"pkg/harmless", b"x");
+    let (entry, reason) = refused_tar(builder.into_inner().unwrap());
+    assert_eq!(reason, UnsafeReason::PathTooLong { len: 5004 });
+    // The name is shortened in the error.
+    assert_eq!(entry, format!("pkg/{}…", "p".repeat(96)));
+
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_pax_extensions([("linkpath", "t/".repeat(3000).as_bytes())])
+        .unwrap();
+    raw_symlink(&mut builder, b"pkg/link", b"t");
+    let (entry, reason) = refused_tar(builder.into_inner().unwrap());
+    assert_eq!(entry, "pkg/link");
+    assert_eq!(reason, UnsafeReason::PathTooLong { len: 6000 });
+}
+
+#[test]
+fn the_paths_kept_for_the_checks_are_bounded() {
+    // Long names are cheap in a compressed archive; the host keeps each path (and each link's
+    // target) to check hard links and symlinks, within a budget.
+    let tmp = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..4)
+        .map(|i| format!("pkg/{i}{}", "n".repeat(90)))
+        .collect();
+    let mut entries: Vec<Raw<'_>> = names.iter().map(|n| file(n, 0o644, b"x")).collect();
+    entries.push(link(EntryType::Symlink, "pkg/l", &names[0][4..]));
+    let path = write(tmp.path(), "names.tar", &raw_tar(&entries));
+    let limits = |max_name_bytes| UnpackLimits {
+        max_name_bytes,
+        ..UnpackLimits::for_sources(0, None, None)
+    };
+    // 4 paths of 91 bytes (after stripping), then the link: its path, target and name, and its
+    // path again for the archive's own map.
+    let mut tree = WorkTree::new(Owner::ROOT, limits(364 + 1 + 91 + 5 + 1));
+    tree.repack_archive(&path, 1, Path::new(""), &mut Vec::new())
+        .unwrap();
+    for max in [300, 364 + 1 + 91 + 5] {
+        let err = WorkTree::new(Owner::ROOT, limits(max))
+            .repack_archive(&path, 1, Path::new(""), &mut Vec::new())
+            .unwrap_err();
+        assert!(
+            matches!(&err, ArchiveError::TooManyNames { limit, .. } if *limit == max),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        UnpackLimits::for_sources(0, None, None).max_name_bytes,
+        256 << 20
     );
 }

@@ -314,6 +314,8 @@ fn hostile_source_archives_are_refused() {
         ("dotdot", "../../escape"),
         ("absolute", "/tmp/escape-absolute"),
         ("symlink", "link"),
+        ("chain", "evil-1.0.0/c"),
+        ("pax-bomb", "PaxHeaders/bomb"),
     ] {
         let runtime = format!("evil-{kind}");
         let tgz = hostile_tarball(kind);
@@ -333,7 +335,7 @@ fn hostile_source_archives_are_refused() {
         assert_eq!(kept.len(), 1, "{kind}: --keep keeps the container");
         let check = std::process::Command::new("docker")
             .args(["exec", &kept[0].id, "sh", "-c"])
-            .arg("test ! -e /escape && test ! -e /build/escape && test ! -e /tmp/escape-absolute && test ! -e /build/src/link")
+            .arg("test ! -e /escape && test ! -e /build/escape && test ! -e /tmp/escape-absolute && test ! -e /build/src/link && test ! -e /build/src/c")
             .status()
             .unwrap();
         rt().block_on(docker.remove_container(&kept[0].id)).unwrap();
@@ -387,6 +389,56 @@ fn a_decompression_bomb_fails_naming_the_archive_and_its_limit_and_leaves_nothin
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn the_entry_limit_counts_the_source_and_its_resources_together() {
+    // The source holds 7 entries and the resource 4: each is under `max_unpacked_entries = 10`,
+    // together they are not.
+    let docker = docker();
+    let server = Server::start();
+    let ws = workspace();
+    let source =
+        common::fixture::tarball("many-1.0.0", &common::fixture::c_project("many", "1.0.0"));
+    let source_sum = sha256_hex(&source);
+    let source_url = server.route("/many-1.0.0.tar.gz", Route::Body(source));
+    let files: Vec<(String, u32, Vec<u8>)> = (0..3)
+        .map(|i| (format!("tool{i}"), 0o644, vec![b'x'; 10]))
+        .collect();
+    let resource = common::fixture::tarball("tools", &files);
+    let resource_sum = sha256_hex(&resource);
+    let resource_url = server.route("/tools.tar.gz", Route::Body(resource));
+    ws.write(
+        "many/1.0.0.toml",
+        &format!(
+            "stack = \"mini\"\n[source]\nurl = \"{source_url}\"\nsha256 = \"{source_sum}\"\n[[resources]]\nurl = \"{resource_url}\"\nsha256 = \"{resource_sum}\"\ndest = \"external/tools\"\nunpack = true\n[build]\nmax_unpacked_entries = 10\n"
+        ),
+    );
+    let o = ws.run(&["build", "many", "1.0.0"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot unpack the sources"), "{err}");
+    assert!(err.contains("more than 10 entries together"), "{err}");
+    assert!(
+        err.contains(&resource_sum),
+        "the resource, where the limit was passed, is named (its cache file): {err}"
+    );
+    assert!(
+        err.contains("raise `[build] max_unpacked_entries`"),
+        "{err}"
+    );
+    assert!(containers_of(&docker, "many").is_empty());
+
+    // `0` is not a limit.
+    ws.write(
+        "many/1.0.0.toml",
+        &format!(
+            "stack = \"mini\"\n[source]\nurl = \"{source_url}\"\nsha256 = \"{source_sum}\"\n[build]\nmax_unpacked_entries = 0\n"
+        ),
+    );
+    let o = ws.run(&["show", "many", "1.0.0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("1.0.0.toml:6"), "{}", stderr(&o));
 }
 
 #[test]

@@ -664,3 +664,107 @@ fn gzip_artifact_bytes_are_pinned() {
 }
 
 const PINNED_GZIP_SHA256: &str = "7d17ef92842f04b0b112aec45171c10b841a5dc962068dfadc746f64a5908033";
+
+#[test]
+fn symlink_chains_out_of_the_prefix_are_errors_in_either_order() {
+    // `lib/up -> ..` is the prefix, so `x -> lib/up/../..` is above it: each link alone is
+    // inside, lexically.
+    let chain = [
+        d("app/"),
+        d("app/lib/"),
+        l(EntryType::Symlink, "app/lib/up", ".."),
+        l(EntryType::Symlink, "app/x", "lib/up/../.."),
+    ];
+    let (entry, reason) = refused(&chain);
+    assert_eq!(entry, "app/x");
+    assert_eq!(
+        reason,
+        Refusal::SymlinkChainEscapes {
+            target: "lib/up/../..".into(),
+            through: "lib/up".into()
+        }
+    );
+    let reversed = [
+        d("app/"),
+        l(EntryType::Symlink, "app/x", "lib/up/../.."),
+        d("app/lib/"),
+        l(EntryType::Symlink, "app/lib/up", ".."),
+    ];
+    let (entry, _) = refused(&reversed);
+    assert_eq!(entry, "app/x");
+
+    // An absolute target is normalised lexically before it is stored, so what is stored (and
+    // followed) is `.`, harmless.
+    let tmp = tempfile::tempdir().unwrap();
+    let artifact = package(
+        &[
+            d("app/"),
+            d("app/lib/"),
+            l(EntryType::Symlink, "app/lib/up", "/app"),
+            l(EntryType::Symlink, "app/x", "/app/lib/up/../.."),
+        ],
+        0,
+        tmp.path(),
+        "abs.tar.gz",
+    )
+    .unwrap();
+    let listed = list_artifact(&artifact).unwrap();
+    assert_eq!(listed[1].link_target.as_deref(), Some(Path::new("..")));
+    assert_eq!(listed[2].link_target.as_deref(), Some(Path::new(".")));
+
+    // A loop.
+    let (entry, reason) = refused(&[
+        d("app/"),
+        l(EntryType::Symlink, "app/a", "b"),
+        l(EntryType::Symlink, "app/b", "a"),
+    ]);
+    assert_eq!(entry, "app/a");
+    assert_eq!(reason, Refusal::SymlinkLoop("b".into()));
+
+    // Chains inside are kept.
+    let tmp = tempfile::tempdir().unwrap();
+    let artifact = package(
+        &[
+            d("app/"),
+            d("app/lib/"),
+            l(EntryType::Symlink, "app/lib/up", ".."),
+            l(EntryType::Symlink, "app/x", "lib/up/lib"),
+        ],
+        0,
+        tmp.path(),
+        "ok.tar.gz",
+    )
+    .unwrap();
+    assert_eq!(list_artifact(&artifact).unwrap().len(), 3);
+}
+
+#[test]
+fn setuid_setgid_and_sticky_bits_are_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut shared = d("app/shared/");
+    shared.mode = 0o3777;
+    let artifact = package(
+        &[
+            d("app/"),
+            shared,
+            f("app/suid", 0o4755, b"#!/bin/sh\n"),
+            f("app/sgid", 0o2644, b"data"),
+        ],
+        0,
+        tmp.path(),
+        "suid.tar.gz",
+    )
+    .unwrap();
+    let modes: Vec<(String, u32)> = raw_headers(&artifact)
+        .iter()
+        .map(|h| (h.path().unwrap().display().to_string(), h.mode().unwrap()))
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            ("sgid".to_owned(), 0o644),
+            ("shared".to_owned(), 0o755),
+            ("suid".to_owned(), 0o755),
+        ]
+    );
+}

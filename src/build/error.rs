@@ -223,7 +223,13 @@ impl BuildError {
                 source: ArchiveError::TooLarge { .. },
                 ..
             } => Some(
-                "if the source really is that big, raise `[build] max_unpacked_size` in the recipe (e.g. \"8G\")".into(),
+                "if the sources really are that big, raise `[build] max_unpacked_size` in the recipe (e.g. \"8G\"); it bounds the source and every resource together".into(),
+            ),
+            BuildError::Unpack {
+                source: ArchiveError::TooManyEntries { .. },
+                ..
+            } => Some(
+                "if the sources really hold that many files, raise `[build] max_unpacked_entries` in the recipe (e.g. 2000000); it bounds the source and every resource together".into(),
             ),
             BuildError::Unpack { .. } => Some(
                 "the source archive is refused as unsafe or unreadable; check the recipe's URL and checksum".into(),

@@ -1005,22 +1005,36 @@ impl Builder {
         for (r, f) in recipe.resources.iter().zip(&fetched[1..]) {
             items.push((f.path.clone(), r.unpack, r.strip_components, r.dest.clone()));
         }
-        let options = archive::RepackOptions {
-            owner: crate::sandbox::OWNER,
-            max_unpacked: recipe.build.max_unpacked_size,
-        };
+        // One work tree for all of them: the size and entry limits apply to their sum, and a
+        // resource's links are followed through the source's.
+        let mut compressed = 0u64;
+        for (path, ..) in &items {
+            compressed += std::fs::metadata(path)
+                .map_err(|source| BuildError::Io {
+                    path: path.clone(),
+                    source,
+                })?
+                .len();
+        }
+        let limits = archive::UnpackLimits::for_sources(
+            compressed,
+            recipe.build.max_unpacked_size,
+            recipe.build.max_unpacked_entries,
+        );
+        let mut tree = archive::WorkTree::new(crate::sandbox::OWNER, limits);
         for (path, unpack, strip, dest) in items {
             let (stream, handle) = writer_stream(move |out| {
                 let r = if unpack {
-                    archive::repack_archive_with(&path, strip, Path::new(&dest), &options, out)
+                    tree.repack_archive(&path, strip, Path::new(&dest), out)
                 } else {
-                    archive::repack_file_as(&path, Path::new(&dest), options.owner, out)
+                    tree.repack_file(&path, Path::new(&dest), out)
                 };
                 let ok = r.is_ok();
-                (r, ok)
+                ((r, tree), ok)
             });
             let uploaded = container.upload(SOURCE_DIR, stream).await;
-            let repacked = handle.await.expect("repack task does not panic");
+            let (repacked, returned) = handle.await.expect("repack task does not panic");
+            tree = returned;
             repacked.map_err(|source| BuildError::Unpack {
                 job: job.to_string(),
                 source,

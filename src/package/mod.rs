@@ -17,7 +17,10 @@
 //! * symlinks are kept. A relative target that climbs above the prefix, or an absolute target
 //!   outside the prefix, is an error naming the link. **An absolute target inside the prefix**
 //!   (`/app/lib/libx.so.1`) **is rewritten to the equivalent relative target**
-//!   (`../lib/libx.so.1`), so the artifact never depends on where it is extracted;
+//!   (`../lib/libx.so.1`), so the artifact never depends on where it is extracted. Once every
+//!   entry is indexed, each target is also followed through the prefix's other symlinks, as the
+//!   kernel would: one that leaves the prefix that way (`lib/up -> ..` then `x -> lib/up/../..`),
+//!   or goes through more than 40 symlinks, is an error naming the link;
 //! * hard links are kept as hard links: of each set of linked paths, the first in sorted order
 //!   carries the data and the others are hard links to it;
 //! * devices, fifos and other special files, entries outside the prefix, `..` components,
@@ -57,7 +60,9 @@ use std::path::{Component, Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
-use crate::archive::{UnsafeReason, resolve_link, split_path, type_name};
+use crate::archive::{
+    ChainError, MAX_LINK_FOLLOWS, UnsafeReason, follow_link, resolve_link, split_path, type_name,
+};
 
 /// Modification time given to every entry when `SOURCE_DATE_EPOCH` is not set:
 /// 1980-01-01T00:00:00Z, the earliest time ZIP files can store (Python's `zipfile` refuses older
@@ -181,6 +186,15 @@ pub enum Refusal {
     BelowSymlink(String),
     /// A symlink target leaves the prefix.
     SymlinkEscapes(String),
+    /// A symlink target, followed through the other symlinks of the prefix, leaves it.
+    SymlinkChainEscapes {
+        /// The symlink's target.
+        target: Box<str>,
+        /// The last symlink followed on the way out.
+        through: Box<str>,
+    },
+    /// Following a symlink target takes more than [`MAX_LINK_FOLLOWS`] symlinks (a loop).
+    SymlinkLoop(String),
     /// A hard link target is outside the prefix or not an earlier regular file.
     HardLinkTarget(String),
     /// Devices, fifos and other special entries.
@@ -198,6 +212,14 @@ impl fmt::Display for Refusal {
             Self::SymlinkEscapes(target) => {
                 write!(f, "symlink target `{target}` points outside the prefix")
             }
+            Self::SymlinkChainEscapes { target, through } => write!(
+                f,
+                "symlink target `{target}` points outside the prefix through the symlink `{through}`"
+            ),
+            Self::SymlinkLoop(target) => write!(
+                f,
+                "symlink target `{target}` goes through more than {MAX_LINK_FOLLOWS} symlinks (a loop or a chain no system follows)"
+            ),
             Self::HardLinkTarget(target) => write!(
                 f,
                 "hard link target `{target}` is not an earlier regular file inside the prefix"
@@ -529,13 +551,13 @@ impl Indexer<'_> {
                 }
                 EntryType::Symlink => {
                     let target = entry.link_name_bytes().unwrap_or_default();
-                    let target = self
-                        .symlink_target(&relative[..relative.len() - 1], &target)
-                        .ok_or_else(|| {
-                            refuse(Refusal::SymlinkEscapes(
-                                String::from_utf8_lossy(&target).into_owned(),
-                            ))
-                        })?;
+                    let link_dir = &relative[..relative.len() - 1];
+                    // Followed through the other symlinks once all are known, below.
+                    let target = self.symlink_target(link_dir, &target).ok_or_else(|| {
+                        refuse(Refusal::SymlinkEscapes(
+                            String::from_utf8_lossy(&target).into_owned(),
+                        ))
+                    })?;
                     Kind::Symlink { target }
                 }
                 EntryType::Link => {
@@ -553,7 +575,44 @@ impl Indexer<'_> {
             self.entries.push(Indexed { path, mode, kind });
         }
         writer.flush().map_err(spool_err)?;
+        // Follow every symlink again, now that all are known: one met before a symlink it goes
+        // through is refused too, whatever the order of the stream.
+        for entry in &self.entries {
+            if let Kind::Symlink { target } = &entry.kind {
+                let components: Vec<&[u8]> = entry.path.split(|&b| b == b'/').collect();
+                self.follow(&components[..components.len() - 1], target)
+                    .map_err(|reason| PackageError::Refused {
+                        prefix: prefix_path.clone(),
+                        entry: format!(
+                            "{}/{}",
+                            String::from_utf8_lossy(root),
+                            String::from_utf8_lossy(&entry.path)
+                        ),
+                        reason,
+                    })?;
+            }
+        }
         Ok(self.entries)
+    }
+
+    /// Follows a (relative) symlink target from `link_dir` through the symlinks indexed so far.
+    fn follow(&self, link_dir: &[&[u8]], target: &[u8]) -> Result<(), Refusal> {
+        let target_name = || String::from_utf8_lossy(target).into_owned();
+        follow_link(link_dir, target, |path| {
+            let &i = self.by_path.get(path)?;
+            match &self.entries[i].kind {
+                Kind::Symlink { target } => Some(target.as_slice()),
+                _ => None,
+            }
+        })
+        .map(drop)
+        .map_err(|e| match e {
+            ChainError::Escapes { through } => Refusal::SymlinkChainEscapes {
+                target: target_name().into(),
+                through: String::from_utf8_lossy(&through).into(),
+            },
+            ChainError::TooDeep => Refusal::SymlinkLoop(target_name()),
+        })
     }
 
     fn check_ancestors(&self, relative: &[&[u8]]) -> Result<(), Refusal> {

@@ -89,6 +89,7 @@ struct BuildLayer {
     pids: Option<Spanned<i64>>,
     root: Option<Spanned<RootLayer>>,
     max_unpacked_size: Option<Spanned<String>>,
+    max_unpacked_entries: Option<Spanned<i64>>,
     compiler_cache: Option<bool>,
     timeout: Option<Spanned<String>>,
 }
@@ -625,6 +626,19 @@ pub fn load(
             max_unpacked_size = Some(parse_size(m.get_ref()).map_err(|e| file.error(m.span(), e))?);
         }
     }
+    let mut max_unpacked_entries = None;
+    for (file, layer) in [(base_f, &bb), (over_f, &ob)] {
+        if let Some(m) = &layer.max_unpacked_entries {
+            let entries = *m.get_ref();
+            if entries < 1 {
+                return Err(file.error(
+                    m.span(),
+                    format!("max_unpacked_entries = {entries}: expected 1 or more"),
+                ));
+            }
+            max_unpacked_entries = Some(entries as u64);
+        }
+    }
     // `[build.env]` is a table: merged key by key, the version file winning.
     let mut env_values = BTreeMap::new();
     for (file, table) in [(base_f, &bb.env), (over_f, &ob.env)] {
@@ -683,6 +697,7 @@ pub fn load(
         limits,
         root: root_phases(base_f, bb.root, over_f, ob.root)?,
         max_unpacked_size,
+        max_unpacked_entries,
         compiler_cache: ob.compiler_cache.or(bb.compiler_cache).unwrap_or(true),
     };
 

@@ -109,9 +109,12 @@ pub struct Build {
     /// The phases (`configure`, `build`, `install`) that run as root instead of the build
     /// user, still without capabilities. Empty: none.
     pub root: Vec<String>,
-    /// The most bytes each source or resource archive may unpack to; `None`: 2 GiB or 50 times
-    /// its size, whichever is more.
+    /// The most bytes the source and resource archives may unpack to together; `None`: 2 GiB
+    /// or 50 times their size, whichever is more.
     pub max_unpacked_size: Option<u64>,
+    /// The most entries the source and resource archives may hold together; `None`:
+    /// [`crate::archive::DEFAULT_MAX_ENTRIES`].
+    pub max_unpacked_entries: Option<u64>,
     /// Whether compilers are reached through the compiler cache (ccache, on by default; see
     /// [`crate::build::ccache`]). Not part of the build key: it cannot change the artifact.
     pub compiler_cache: bool,

@@ -1,7 +1,7 @@
 //! Generated fixture runtimes: small real C projects with a hand-written `configure` that
 //! honours `--prefix`, and a Makefile, packed as tarballs.
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 /// Files of a fixture source tree (path under the top folder, mode, contents).
 pub fn c_project(name: &str, version: &str) -> Vec<(String, u32, Vec<u8>)> {
@@ -126,6 +126,27 @@ pub fn hostile_tarball(kind: &str) -> Vec<u8> {
             h.set_size(0);
             tar.append_link(&mut h, "evil-1.0.0/link", "../../../etc")
                 .unwrap();
+        }
+        "chain" => {
+            // Each link stays inside alone; followed through `a/b`, `c` is above the root.
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            tar.append_link(&mut h, "evil-1.0.0/a/b", "..").unwrap();
+            let mut c = tar::Header::new_gnu();
+            c.set_entry_type(tar::EntryType::Symlink);
+            c.set_size(0);
+            tar.append_link(&mut c, "evil-1.0.0/c", "a/b/../..")
+                .unwrap();
+        }
+        "pax-bomb" => {
+            // A pax header declaring 1 GiB, then zeros: the host must not read it whole.
+            h.set_entry_type(tar::EntryType::XHeader);
+            h.set_size(1 << 30);
+            let name = b"PaxHeaders/bomb";
+            h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+            h.set_cksum();
+            tar.get_mut().write_all(h.as_bytes()).unwrap();
+            std::io::copy(&mut std::io::repeat(0).take(1 << 20), tar.get_mut()).unwrap();
         }
         other => panic!("unknown hostile kind {other}"),
     }
