@@ -441,86 +441,19 @@ fn the_entry_limit_counts_the_source_and_its_resources_together() {
     assert!(stderr(&o).contains("1.0.0.toml:6"), "{}", stderr(&o));
 }
 
-#[test]
-fn sigint_during_a_build_exits_130_and_removes_the_container() {
+/// Starts `packager -v build ARGS`, waits until each of `runtimes` runs its `sleep 120` build
+/// phase (all at once), sends SIGINT, and checks the exit code and that no container is left.
+fn interrupt_builds(args: &[&str], runtimes: &[&str]) {
     let docker = docker();
     let server = Server::start();
     let ws = workspace();
-    fixture(
-        &ws,
-        &server,
-        "fixture-sigint",
-        "[build]\nbuild = [\"sleep 120\"]\n",
-    );
-    let child = ws
-        .cmd()
-        .args(["-v", "build", "fixture-sigint", "1.0.0"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // If this test fails half-way, the build must not outlive it.
-    struct KillOnDrop(u32);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("kill")
-                .args(["-INT", &self.0.to_string()])
-                .status();
-        }
-    }
-    let _guard = KillOnDrop(child.id());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let logs = std::fs::read_dir(ws.cache().join("logs"))
-            .map(|rd| rd.flatten().map(|e| e.path()).collect::<Vec<_>>())
-            .unwrap_or_default();
-        if logs.iter().any(|p| {
-            std::fs::read_to_string(p)
-                .unwrap_or_default()
-                .contains("$ sleep 120")
-        }) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the build never reached its build phase"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // The build container, and the test container started while the build runs.
-    let running = containers_of(&docker, "fixture-sigint");
-    assert!(!running.is_empty() && running.len() <= 2, "{running:?}");
-    let started = Instant::now();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
-    assert!(started.elapsed() < Duration::from_secs(60));
-    assert!(
-        containers_of(&docker, "fixture-sigint").is_empty(),
-        "container removed"
-    );
-}
-
-/// Ctrl-C while `build --all -j2` runs two builds at once: both containers (and the test
-/// containers started beside them) are removed, and the exit code is 130.
-#[test]
-fn sigint_during_two_parallel_builds_exits_130_and_removes_both_containers() {
-    let docker = docker();
-    let server = Server::start();
-    let ws = workspace();
-    let runtimes = ["fixture-sigint-a", "fixture-sigint-b"];
     for runtime in runtimes {
         fixture(&ws, &server, runtime, "[build]\nbuild = [\"sleep 120\"]\n");
     }
     let child = ws
         .cmd()
-        .args(["-v", "build", "--all", "-j2"])
+        .arg("-v")
+        .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -548,15 +481,16 @@ fn sigint_during_two_parallel_builds_exits_130_and_removes_both_containers() {
                     .contains("$ sleep 120")
             })
             .count();
-        if sleeping == 2 {
+        if sleeping == runtimes.len() {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the two builds never reached their build phases at once"
+            "the builds never reached their build phases at once"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Each build container, and the test container started while its build runs.
     for runtime in runtimes {
         let running = containers_of(&docker, runtime);
         assert!(
@@ -581,6 +515,21 @@ fn sigint_during_two_parallel_builds_exits_130_and_removes_both_containers() {
             "{runtime}'s containers removed"
         );
     }
+}
+
+#[test]
+fn sigint_during_a_build_exits_130_and_removes_the_container() {
+    interrupt_builds(&["build", "fixture-sigint", "1.0.0"], &["fixture-sigint"]);
+}
+
+/// Ctrl-C while `build --all -j2` runs two builds at once: both containers (and the test
+/// containers started beside them) are removed, and the exit code is 130.
+#[test]
+fn sigint_during_two_parallel_builds_exits_130_and_removes_both_containers() {
+    interrupt_builds(
+        &["build", "--all", "-j2"],
+        &["fixture-sigint-a", "fixture-sigint-b"],
+    );
 }
 
 #[test]
