@@ -505,7 +505,7 @@ pub struct S3Args {
 pub enum S3Checksums {
     /// Always send x-amz-checksum-sha256 (the server verifies the bytes)
     Always,
-    /// Only where an operation requires a checksum
+    /// Content-MD5 instead of x-amz-checksum headers (stores that reject those)
     WhenRequired,
 }
 
